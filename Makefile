@@ -1,0 +1,60 @@
+# Thin wrappers over the real commands. `make lab` and `make test` set up .venv when missing.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+# Every install goes through the constraints file: it pins torch (see constraints.txt).
+CONSTRAINTS ?= constraints.txt
+NBMAKE := $(BIN)/python -m pytest --nbmake --nbmake-timeout=900 -p no:cacheprovider -q
+LABS   := $(sort $(wildcard labs/[0-9][0-9]_*.ipynb))
+
+.PHONY: setup lab test unit lint notebooks-check smoke cpu results sync clean help
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make lab      set up .venv if missing, then serve JupyterLab on 127.0.0.1 (token on)"
+	@echo "make test     set up .venv if missing, then lint, unit tests, labs at smoke and cpu scale, results report"
+	@echo "make smoke    run every lab at LAB_SCALE=smoke (quick loop)"
+	@echo "make results  run every lab at the current LAB_SCALE and render docs/results.md"
+	@echo "make sync     regenerate labs/*.ipynb from labs/*.py (the .py is the source)"
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ needed, found " + sys.version.split()[0]'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c $(CONSTRAINTS) -e ".[dev]"
+	$(BIN)/python -c 'import torch, lablib; print("installed torch", torch.__version__)'
+	touch $@
+
+lab: setup
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=labs
+
+sync: setup
+	$(BIN)/jupytext --to ipynb labs/[0-9][0-9]_*.py
+
+lint: setup
+	$(BIN)/ruff check lablib tests labs/*.py
+
+unit: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+smoke: setup
+	LAB_SCALE=smoke $(NBMAKE) $(LABS)
+
+# The cpu run asserts each lab's effect; old cpu records are cleared first so the check
+# below proves that every lab wrote a fresh one in this run.
+cpu: setup
+	rm -f results/*.cpu.json
+	LAB_SCALE=cpu $(NBMAKE) $(LABS)
+	$(BIN)/python -m lablib.results --scale cpu --require-all
+
+results: setup
+	$(NBMAKE) $(LABS)
+	$(BIN)/python -m lablib.results
+
+test: lint unit smoke cpu
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .ruff_cache

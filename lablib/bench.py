@@ -1,0 +1,98 @@
+"""Latency, throughput and peak memory, measured the careful way: warm-up calls first (caches,
+lazy initialisation, autotuning), then the median of many repeats, with CUDA synchronised
+so the clock sees the GPU's work. These functions return numbers; they never assert them."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psutil
+import torch
+
+
+@dataclass
+class Timing:
+    """Per-call times in milliseconds."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    repeats: int
+    times_ms: list[float]
+
+    def __repr__(self) -> str:
+        return f"Timing(median {self.median_ms:.3f} ms, p10-p90 {self.p10_ms:.3f}-{self.p90_ms:.3f} ms, n={self.repeats})"
+
+
+def _sync(cuda: bool) -> None:
+    if cuda:
+        torch.cuda.synchronize()
+
+
+def latency(fn: Callable[[], object], warmup: int = 3, repeats: int = 20, cuda: bool | None = None) -> Timing:
+    """Time `fn()` (no arguments: wrap yours in a lambda) over `repeats` calls after `warmup`."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    if not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    for _ in range(warmup):
+        fn()
+    _sync(cuda)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(cuda)
+        times.append((time.perf_counter() - start) * 1e3)
+    ordered = sorted(times)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return Timing(statistics.median(times), pick(0.1), pick(0.9), repeats, times)
+
+
+def throughput(fn: Callable[[], object], items: int, warmup: int = 3, repeats: int = 20, cuda: bool | None = None) -> float:
+    """Items per second when one call of `fn()` processes `items` items (median call time)."""
+    if not isinstance(items, int) or items < 1:
+        raise ValueError(f"items must be a positive int, got {items!r}")
+    return items / (latency(fn, warmup, repeats, cuda).median_ms / 1e3)
+
+
+def peak_memory(fn: Callable[[], object], interval_s: float = 0.001) -> dict[str, float]:
+    """Run `fn()` once; return the peak resident memory of this process while it ran, and the
+    rise over the level before it (MB, sampled every `interval_s`), plus CUDA's max allocated
+    memory when CUDA is present. Returns {"cpu_peak_mb", "cpu_rise_mb", "cuda_peak_mb"?}."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(interval_s)
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    try:
+        fn()
+        _sync(cuda)
+    finally:
+        done.set()
+        watcher.join()
+    peak[0] = max(peak[0], proc.memory_info().rss)
+    out = {"cpu_peak_mb": peak[0] / 2**20, "cpu_rise_mb": (peak[0] - base) / 2**20}
+    if cuda:
+        out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out

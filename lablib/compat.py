@@ -1,0 +1,100 @@
+"""Version shims: every call whose spelling differs between torch 2.5 and the newest lives here,
+so the labs read the same on every supported version."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def version_tuple(version: str) -> tuple[int, int]:
+    """'2.13.0+cpu' -> (2, 13)."""
+    m = re.match(r"(\d+)\.(\d+)", version)
+    if not m:
+        raise ValueError(f"version {version!r} does not start with MAJOR.MINOR")
+    return int(m.group(1)), int(m.group(2))
+
+
+TORCH = version_tuple(torch.__version__)
+
+
+def grad_scaler(device: str = "cuda", enabled: bool = True):
+    """A GradScaler for fp16 training. torch.cuda.amp.GradScaler is deprecated (and disables
+    itself off CUDA); torch.amp.GradScaler(device) is the current spelling."""
+    device = torch.device(device).type
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler(device, enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled and device == "cuda")  # pragma: no cover
+
+
+def load(path, map_location="cpu"):
+    """torch.load restricted to tensors and plain containers (weights_only=True): loading a
+    pickle can run arbitrary code, and torch >= 2.6 refuses it by default anyway."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def dynamo_exporter_available() -> bool:
+    """The dynamo-based ONNX exporter needs `onnxscript` and a torch.onnx.export that takes dynamo=."""
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return False
+    return "dynamo" in inspect.signature(torch.onnx.export).parameters
+
+
+def onnx_export(
+    model: nn.Module,
+    example: torch.Tensor,
+    path,
+    *,
+    dynamic_batch: bool = True,
+    opset: int | None = None,
+    dynamo: bool | None = None,
+    input_name: str = "input",
+    output_name: str = "output",
+) -> Path:
+    """Export `model` to a single ONNX file at `path` and return the path.
+
+    dynamo=None picks the dynamo exporter where it exists (the default from torch 2.9; the
+    TorchScript exporter, dynamo=False, is deprecated) and the TorchScript one otherwise.
+    dynamic_batch makes the first input dimension symbolic so any batch size runs.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(example, torch.Tensor):
+        raise TypeError(f"example must be a tensor (one input batch), got {type(example).__name__}")
+    if opset is not None and (not isinstance(opset, int) or opset < 7):
+        raise ValueError(f"opset must be an int >= 7 or None, got {opset!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if dynamo is None:
+        dynamo = dynamo_exporter_available()
+    if dynamo and not dynamo_exporter_available():
+        raise ValueError("dynamo=True needs the onnxscript package and torch >= 2.5")
+    params = inspect.signature(torch.onnx.export).parameters
+    kwargs = {"input_names": [input_name], "output_names": [output_name], "opset_version": opset}
+    was_training = model.training
+    model.eval()
+    try:
+        if dynamo:
+            if dynamic_batch and example.shape[0] == 1:
+                # torch.export specialises a dimension of size 1; trace with a batch of 2.
+                example = example.repeat(2, *([1] * (example.ndim - 1)))
+            if dynamic_batch:
+                kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
+            if "external_data" in params:
+                kwargs["external_data"] = False  # one self-contained file, no model.onnx.data
+            torch.onnx.export(model, (example,), str(path), dynamo=True, **kwargs)
+        else:
+            if dynamic_batch:
+                kwargs["dynamic_axes"] = {input_name: {0: "batch"}, output_name: {0: "batch"}}
+            if "dynamo" in params:
+                kwargs["dynamo"] = False
+            torch.onnx.export(model, (example,), str(path), **kwargs)
+    finally:
+        model.train(was_training)
+    return path

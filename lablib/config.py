@@ -1,0 +1,136 @@
+"""Scale profiles, device choice and seeding.
+
+One environment variable, LAB_SCALE, decides how big every lab runs:
+  smoke  seconds per lab; proves every cell runs, no effect is claimed
+  cpu    a few minutes on a 2-core laptop; the technique's effect is visible and asserted
+  gpu    larger data and models, and the GPU-only measurements
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SCALES = ("smoke", "cpu", "gpu")
+
+# When lablib was first imported: a notebook's wall time in results.record counts from here.
+STARTED = time.time()
+
+
+def scale() -> str:
+    """The active scale: LAB_SCALE if set, else "gpu" when CUDA is present, else "cpu"."""
+    value = os.environ.get("LAB_SCALE", "").strip().lower()
+    if not value:
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if value not in SCALES:
+        raise ValueError(f"LAB_SCALE={value!r} is not a scale; use one of {', '.join(SCALES)}")
+    return value
+
+
+class Knobs(dict):
+    """A lab's settings for the active scale; read them as cfg.epochs or cfg["epochs"].
+
+    Its repr shows every profile side by side, so a reader sees what changes with the scale.
+    """
+
+    def __init__(self, chosen: str, profiles: dict[str, dict]):
+        super().__init__(profiles[chosen])
+        self.scale = chosen
+        self.profiles = profiles
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no knob named {name!r}; knobs: {', '.join(self)}") from None
+
+    def table(self) -> str:
+        names = list(self.profiles)
+        rows = [["knob", *[f"{n} *" if n == self.scale else n for n in names]]]
+        rows += [[k, *[repr(self.profiles[n][k]) for n in names]] for k in self]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+        return "\n".join(lines) + f"\n(* = active scale: LAB_SCALE={self.scale})"
+
+    __repr__ = table
+
+
+def profile(*, smoke: dict, cpu: dict, gpu: dict | None = None, active: str | None = None) -> Knobs:
+    """State a lab's knobs once per scale and get those of the active one.
+
+    >>> cfg = profile(smoke=dict(epochs=1), cpu=dict(epochs=10), gpu=dict(epochs=30))
+    >>> cfg.epochs  # 10 under LAB_SCALE=cpu
+
+    gpu defaults to the cpu profile. Every profile must name the same knobs.
+    """
+    profiles = {"smoke": smoke, "cpu": cpu, "gpu": cpu if gpu is None else gpu}
+    for name, knobs in profiles.items():
+        if not isinstance(knobs, dict):
+            raise TypeError(f"profile {name!r} must be a dict of knobs, got {type(knobs).__name__}")
+    keys = set(cpu)
+    for name, knobs in profiles.items():
+        if set(knobs) != keys:
+            missing, extra = sorted(keys - set(knobs)), sorted(set(knobs) - keys)
+            raise ValueError(
+                f"profile {name!r} must name the same knobs as 'cpu': missing {missing}, extra {extra}"
+            )
+    chosen = scale() if active is None else active
+    if chosen not in SCALES:
+        raise ValueError(f"active={chosen!r} is not a scale; use one of {', '.join(SCALES)}")
+    return Knobs(chosen, profiles)
+
+
+def device(prefer: str | None = None) -> torch.device:
+    """The best device here: cuda > mps > cpu. LAB_DEVICE (or `prefer`) overrides it."""
+    wanted = (prefer or os.environ.get("LAB_DEVICE", "")).strip().lower()
+    if wanted:
+        if wanted not in ("cuda", "mps", "cpu"):
+            raise ValueError(f"device {wanted!r} is not one of cuda, mps, cpu")
+        if wanted == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for but CUDA is not available here")
+        if wanted == "mps" and not torch.backends.mps.is_available():
+            raise ValueError("device 'mps' was asked for but MPS is not available here")
+        return torch.device(wanted)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int = 0) -> torch.Generator:
+    """Seed Python, NumPy and torch (all devices); returns a torch.Generator seeded the same."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    return torch.Generator().manual_seed(seed)
+
+
+def project_root() -> Path:
+    """The project folder (the one holding labs/ and pyproject.toml), found from the current
+    folder upwards, so results land in one place whether a notebook runs from labs/ (nbmake,
+    JupyterLab) or the root. LAB_ROOT overrides it; outside a checkout it is the current folder."""
+    if os.environ.get("LAB_ROOT"):
+        return Path(os.environ["LAB_ROOT"]).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "labs").is_dir() and (folder / "pyproject.toml").is_file():
+            return folder
+    return here
+
+
+def results_dir() -> Path:
+    """Where results.record writes: <project>/results (not committed)."""
+    return project_root() / "results"
+
+
+def data_dir() -> Path:
+    """Where labs cache data and checkpoints: <project>/data (not committed)."""
+    return project_root() / "data"

@@ -1,0 +1,209 @@
+"""Datasets the labs use, all offline: scikit-learn's digits, generated shapes, your own folder.
+
+Every dataset is an ImageSet: a TensorDataset of images (N, C, H, W) in [0, 1] and integer
+labels (N,), with the class names in `.classes`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from torch.utils.data import DataLoader, TensorDataset
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+SHAPE_CLASSES = ("circle", "square", "triangle")
+
+
+class ImageSet(TensorDataset):
+    """Images (N, C, H, W) float in [0, 1], labels (N,) int64, and the class names."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, classes):
+        if x.ndim != 4:
+            raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
+        if y.shape != (len(x),):
+            raise ValueError(f"y must have shape ({len(x)},), got {tuple(y.shape)}")
+        super().__init__(x, y)
+        self.classes = list(classes)
+
+    @property
+    def x(self) -> torch.Tensor:
+        return self.tensors[0]
+
+    @property
+    def y(self) -> torch.Tensor:
+        return self.tensors[1]
+
+    def subset(self, index) -> ImageSet:
+        index = torch.as_tensor(index, dtype=torch.long)
+        return ImageSet(self.x[index], self.y[index], self.classes)
+
+    def counts(self) -> list[int]:
+        """Images per class, in class order."""
+        return torch.bincount(self.y, minlength=len(self.classes)).tolist()
+
+    def __repr__(self) -> str:
+        return f"ImageSet({len(self)} images of {tuple(self.x.shape[1:])}, {len(self.classes)} classes)"
+
+
+@dataclass
+class Splits:
+    """A fixed train / val / test split of one dataset."""
+
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+
+    @property
+    def classes(self) -> list[str]:
+        return self.train.classes
+
+    def __repr__(self) -> str:
+        return f"Splits(train={len(self.train)}, val={len(self.val)}, test={len(self.test)}, image={tuple(self.train.x.shape[1:])})"
+
+
+def _check_size(size):
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 4):
+        raise ValueError(f"size must be an int >= 4 (pixels per side) or None, got {size!r}")
+
+
+def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    if size is None or x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+def split(ds: ImageSet, val: float = 0.1, test: float = 0.2, seed: int = 0) -> Splits:
+    """A seeded, stratified train/val/test split (each class split in the same proportions)."""
+    for name, frac in (("val", val), ("test", test)):
+        if not 0 <= frac < 1:
+            raise ValueError(f"{name} must be a fraction in [0, 1), got {frac!r}")
+    if val + test >= 1:
+        raise ValueError(f"val + test must leave some training data, got {val} + {test}")
+    rng = np.random.default_rng(seed)
+    parts = {"train": [], "val": [], "test": []}
+    for c in range(len(ds.classes)):
+        idx = rng.permutation(np.flatnonzero(ds.y.numpy() == c))
+        n_test, n_val = round(len(idx) * test), round(len(idx) * val)
+        parts["test"] += idx[:n_test].tolist()
+        parts["val"] += idx[n_test : n_test + n_val].tolist()
+        parts["train"] += idx[n_test + n_val :].tolist()
+    return Splits(**{k: ds.subset(sorted(v)) for k, v in parts.items()})
+
+
+def digits(size: int | None = None, val: float = 0.1, test: float = 0.2, seed: int = 0) -> Splits:
+    """scikit-learn's 1,797 real 8x8 handwritten digits, split train/val/test (seeded).
+
+    `size` resizes the images (bilinear), e.g. 16 for the diffusion lab; None keeps 8x8.
+    """
+    from sklearn.datasets import load_digits  # ships with scikit-learn: no download
+
+    _check_size(size)
+    raw = load_digits()
+    x = torch.tensor(raw.images, dtype=torch.float32).unsqueeze(1) / 16.0  # pixel values 0..16
+    y = torch.tensor(raw.target, dtype=torch.long)
+    ds = ImageSet(_resize(x, size), y, [str(d) for d in range(10)])
+    return split(ds, val=val, test=test, seed=seed)
+
+
+def labelled_split(ds: ImageSet, per_class: int, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+    """Keep `per_class` labelled images of each class; the rest become the unlabelled pool.
+
+    The pool keeps its true labels so a lab can *measure* pseudo-label accuracy; a
+    semi-supervised method must never train on them.
+    """
+    if not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1:
+        raise ValueError(f"per_class must be a positive int, got {per_class!r}")
+    counts = ds.counts()
+    if per_class >= min(counts):
+        raise ValueError(
+            f"per_class={per_class} leaves no unlabelled images for some class (smallest class has {min(counts)})"
+        )
+    rng = np.random.default_rng(seed)
+    labelled = []
+    for c in range(len(ds.classes)):
+        labelled += rng.choice(np.flatnonzero(ds.y.numpy() == c), per_class, replace=False).tolist()
+    rest = sorted(set(range(len(ds))) - set(labelled))
+    return ds.subset(sorted(labelled)), ds.subset(rest)
+
+
+def shapes(n: int = 600, size: int = 32, seed: int = 0, classes=SHAPE_CLASSES) -> ImageSet:
+    """Procedurally drawn circles, squares and triangles: random size, position, rotation and
+    colours (foreground always distinct from background), balanced classes, seeded."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    _check_size(size)
+    unknown = sorted(set(classes) - set(SHAPE_CLASSES))
+    if unknown or not classes:
+        raise ValueError(f"classes must be drawn from {SHAPE_CLASSES}, got unknown {unknown}")
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for i in range(n):
+        label = i % len(classes)
+        bg = rng.integers(0, 256, 3)
+        fg = (bg + rng.integers(80, 176, 3)) % 256  # at least 80 levels away in every channel
+        img = Image.new("RGB", (size, size), tuple(int(v) for v in bg))
+        r = rng.uniform(0.18, 0.42) * size
+        cx, cy = rng.uniform(r, size - r, 2)
+        angle = rng.uniform(0, 2 * np.pi)
+        corners = {"circle": 0, "square": 4, "triangle": 3}[classes[label]]
+        draw = ImageDraw.Draw(img)
+        if corners == 0:
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=tuple(int(v) for v in fg))
+        else:
+            pts = [(cx + r * np.cos(angle + 2 * np.pi * k / corners), cy + r * np.sin(angle + 2 * np.pi * k / corners)) for k in range(corners)]
+            draw.polygon(pts, fill=tuple(int(v) for v in fg))
+        images.append(np.asarray(img))
+        labels.append(label)
+    order = rng.permutation(n)
+    x = torch.tensor(np.stack(images)[order]).permute(0, 3, 1, 2).float() / 255.0
+    return ImageSet(x, torch.tensor(labels)[order], classes)
+
+
+def image_folder(root, size: int = 32, classes=None, channels: int = 3) -> ImageSet:
+    """Your own images: one subfolder per class (root/cat/*.jpg, root/dog/*.png, ...).
+
+    Every image is loaded with PIL, converted to RGB (channels=3) or grey (channels=1) and
+    resized to size x size. `classes` picks and orders the subfolders to use (default: all,
+    sorted). Everything is held in memory, so keep folders workshop-sized.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"root {str(root)!r} is not a folder")
+    _check_size(size)
+    if size is None:
+        raise ValueError("size must be an int >= 4: images in a folder come in many sizes")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found:
+        raise ValueError(f"root {str(root)!r} has no class subfolders (expected root/<class>/<image>)")
+    if classes is None:
+        classes = found
+    unknown = [c for c in classes if c not in found]
+    if unknown:
+        raise ValueError(f"classes {unknown} are not subfolders of {str(root)!r}; found {found}")
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise ValueError(f"class folder {str(root / name)!r} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+        for f in files:
+            with Image.open(f) as im:
+                im = im.convert("RGB" if channels == 3 else "L").resize((size, size), Image.BILINEAR)
+                images.append(np.asarray(im, dtype=np.uint8).reshape(size, size, channels))
+            labels.append(label)
+    x = torch.tensor(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
+    return ImageSet(x, torch.tensor(labels), classes)
+
+
+def loader(ds, batch_size: int = 64, shuffle: bool = False, seed: int = 0, drop_last: bool = False) -> DataLoader:
+    """A DataLoader; shuffling uses its own seeded generator so runs repeat exactly."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    gen = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, drop_last=drop_last)

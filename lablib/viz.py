@@ -1,0 +1,129 @@
+"""Plots the labs share. Each function returns a matplotlib Figure that is not registered with
+pyplot, so a notebook shows it exactly once: as the cell's value, or with display(fig)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from matplotlib.figure import Figure
+
+from lablib.train import History
+
+
+def _figure(ncols: int = 1, width: float = 5.0, height: float = 3.6, nrows: int = 1):
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def curves(histories: dict[str, History], metrics=("train_loss", "val_acc"), title: str | None = None) -> Figure:
+    """Learning curves: one panel per metric, one line per run (histories: name -> History)."""
+    if not histories:
+        raise ValueError("histories must name at least one run")
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    fig, axes = _figure(len(metrics))
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for name, h in histories.items():
+            ax.plot(h["epoch"], h[metric], marker="o", ms=3, label=name)
+        ax.set(xlabel="epoch", ylabel=metric.replace("_", " "))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def grad_norms(norms: dict[str, dict[str, float]], title: str = "Gradient norm per layer") -> Figure:
+    """Per-layer gradient norms on a log scale, input layer on the left (norms: run -> layer -> norm).
+    Vanishing gradients show as a line falling many decades towards the input."""
+    if not norms:
+        raise ValueError("norms must name at least one run")
+    fig, axes = _figure(1, width=7)
+    ax = axes[0][0]
+    for name, per_layer in norms.items():
+        values = [max(v, 1e-30) for v in per_layer.values()]  # log axis: no zeros
+        ax.semilogy(range(1, len(values) + 1), values, marker="o", ms=3, label=name)
+    ax.set(xlabel="layer (1 = nearest the input)", ylabel="gradient L2 norm", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def image_grid(images: torch.Tensor, labels=None, ncols: int = 10, title: str | None = None, size: float = 1.0) -> Figure:
+    """A grid of images (N, C, H, W) in [0, 1]; 1-channel images are drawn in grey."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError("images must be a tensor of shape (N, 1 or 3, H, W)")
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"labels has {len(labels)} entries for {len(images)} images")
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, math.ceil(n / ncols))
+    fig, axes = _figure(ncols, width=size, height=size * (1.25 if labels is not None else 1.0), nrows=nrows)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        img = images[i].detach().float().cpu().clamp(0, 1)
+        if img.shape[0] == 1:
+            ax.imshow(img[0], cmap="gray", vmin=0, vmax=1)
+        else:
+            ax.imshow(img.permute(1, 2, 0))
+        if labels is not None:
+            ax.set_title(str(labels[i]), fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def confusion(y_true, y_pred, classes, title: str = "Confusion matrix") -> Figure:
+    """Counts of (true class, predicted class); the diagonal is what the model got right."""
+    y_true, y_pred = torch.as_tensor(y_true).long(), torch.as_tensor(y_pred).long()
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true {tuple(y_true.shape)} and y_pred {tuple(y_pred.shape)} differ in shape")
+    k = len(classes)
+    matrix = torch.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
+    fig, axes = _figure(1, width=0.45 * k + 2, height=0.45 * k + 1.5)
+    ax = axes[0][0]
+    ax.imshow(matrix, cmap="Blues")
+    for i in range(k):
+        for j in range(k):
+            v = matrix[i, j].item()
+            if v:
+                ax.text(j, i, v, ha="center", va="center", fontsize=7, color="white" if v > matrix.max() / 2 else "black")
+    ax.set(xticks=range(k), yticks=range(k), xticklabels=classes, yticklabels=classes, xlabel="predicted", ylabel="true", title=title)
+    fig.matrix = matrix  # the numbers behind the picture
+    return fig
+
+
+def bars(values: dict[str, float], ylabel: str, title: str | None = None, log: bool = False) -> Figure:
+    """One labelled bar per entry, its value written on top (latency, size, accuracy...)."""
+    if not values:
+        raise ValueError("values must have at least one entry")
+    fig, axes = _figure(1, width=max(4.0, 1.1 * len(values) + 1))
+    ax = axes[0][0]
+    names, heights = list(values), [float(v) for v in values.values()]
+    rects = ax.bar(names, heights, color=[f"C{i}" for i in range(len(names))])
+    ax.bar_label(rects, labels=[f"{h:.3g}" for h in heights], fontsize=8)
+    ax.set(ylabel=ylabel, title=title or "")
+    if log:
+        ax.set_yscale("log")
+    ax.tick_params(axis="x", labelrotation=20)
+    return fig
+
+
+def lines(series: dict[str, tuple], xlabel: str, ylabel: str, title: str | None = None, logx: bool = False) -> Figure:
+    """y against x for several named series (series: name -> (xs, ys)), e.g. accuracy vs sparsity."""
+    if not series:
+        raise ValueError("series must have at least one entry")
+    fig, axes = _figure(1, width=6)
+    ax = axes[0][0]
+    for name, (xs, ys) in series.items():
+        ax.plot(list(xs), list(ys), marker="o", ms=4, label=name)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title or "")
+    if logx:
+        ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
