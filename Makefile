@@ -32,7 +32,7 @@ lab: setup
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=labs
 
 sync: setup
-	$(BIN)/jupytext --to ipynb labs/[0-9][0-9]_*.py
+	$(BIN)/python tools/sync_labs.py
 
 lint: setup
 	$(BIN)/ruff check lablib tests labs/*.py

@@ -27,6 +27,10 @@ REQUIREMENTS = [
     ("diffusers", "diffusers", "0.31", "diffusion models (lab 06)"),
 ]
 MIN_PYTHON = (3, 10)
+# Lab 00 trains a SmallCNN on digits and compares this machine's speed with the machine the
+# `cpu` profiles were sized on: the 2-core CI machine (AMD EPYC, torch 2.13 CPU), where lab 00
+# measured 12,000-15,000 training images per second. It is a yardstick, not a result.
+REFERENCE_TRAIN_IMG_PER_S = 13000.0
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
 
 
@@ -163,3 +167,15 @@ def stamp() -> dict:
         "ci": bool(os.environ.get("CI")),
         "versions": versions,
     }
+
+
+def speed_verdict(train_img_per_s: float) -> str:
+    """How this machine compares with the one the `cpu` profiles were sized on."""
+    if not train_img_per_s > 0:
+        raise ValueError(f"train_img_per_s must be > 0, got {train_img_per_s!r}")
+    ratio = train_img_per_s / REFERENCE_TRAIN_IMG_PER_S
+    if ratio >= 0.5:
+        return f"{ratio:.1f}x the reference machine: keeps up; the labs at cpu scale take a few minutes each."
+    if ratio >= 0.2:
+        return f"{ratio:.1f}x the reference machine: slower; expect cpu-scale labs to take about {1 / ratio:.0f}x as long."
+    return f"{ratio:.2f}x the reference machine: too slow for cpu scale in a workshop; use LAB_SCALE=smoke, a GPU box or a neighbour."

@@ -55,6 +55,8 @@ def record(lab: str, metrics: dict, *, claims: dict | None = None, scale: str | 
     results/<lab>.<scale>.json, stamped with the environment and the notebook's wall time."""
     if not isinstance(lab, str) or not LAB_NAME.match(lab):
         raise ValueError(f"lab must look like '01_bn_residual' (NN_snake_case), got {lab!r}")
+    if isinstance(metrics, dict):  # numpy / torch scalars become plain Python numbers (JSON)
+        metrics = {k: v.item() if hasattr(v, "item") and not isinstance(v, (bool, str)) else v for k, v in metrics.items()}
     _check_metrics(metrics)
     claims = claims or {}
     unknown = sorted(set(claims) - set(metrics))
@@ -63,8 +65,6 @@ def record(lab: str, metrics: dict, *, claims: dict | None = None, scale: str | 
     scale = config.scale() if scale is None else scale
     if scale not in config.SCALES:
         raise ValueError(f"scale must be one of {', '.join(config.SCALES)}, got {scale!r}")
-    # Plain Python numbers: numpy / torch scalars are not JSON.
-    metrics = {k: v if isinstance(v, (bool, str)) else float(v) if isinstance(v, float) else v for k, v in metrics.items()}
     entry = {
         "lab": lab,
         "scale": scale,

@@ -116,6 +116,13 @@ def _device_of(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Share of rows whose highest logit is the true class."""
+    if logits.ndim != 2 or y.shape != logits.shape[:1]:
+        raise ValueError(f"logits must be (N, classes) and y (N,), got {tuple(logits.shape)} and {tuple(y.shape)}")
+    return (logits.argmax(dim=1) == y).float().mean().item()
+
+
 @torch.no_grad()
 def predict(model: nn.Module, loader, device=None, amp: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels for every batch of `loader`, on the CPU, in loader order."""
@@ -135,7 +142,7 @@ def predict(model: nn.Module, loader, device=None, amp: str | None = None) -> tu
 def evaluate(model: nn.Module, loader, device=None, amp: str | None = None) -> dict[str, float]:
     """Mean cross-entropy loss and accuracy of `model` on `loader`."""
     logits, y = predict(model, loader, device, amp)
-    return {"loss": F.cross_entropy(logits, y).item(), "acc": (logits.argmax(1) == y).float().mean().item()}
+    return {"loss": F.cross_entropy(logits, y).item(), "acc": accuracy(logits, y)}
 
 
 def fit(

@@ -65,11 +65,11 @@ def image_grid(images: torch.Tensor, labels=None, ncols: int = 10, title: str | 
         ax.axis("off")
         if i >= n:
             continue
-        img = images[i].detach().float().cpu().clamp(0, 1)
+        img = images[i].detach().float().cpu().clamp(0, 1).numpy()
         if img.shape[0] == 1:
             ax.imshow(img[0], cmap="gray", vmin=0, vmax=1)
         else:
-            ax.imshow(img.permute(1, 2, 0))
+            ax.imshow(img.transpose(1, 2, 0))
         if labels is not None:
             ax.set_title(str(labels[i]), fontsize=8)
     if title:
@@ -86,7 +86,7 @@ def confusion(y_true, y_pred, classes, title: str = "Confusion matrix") -> Figur
     matrix = torch.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
     fig, axes = _figure(1, width=0.45 * k + 2, height=0.45 * k + 1.5)
     ax = axes[0][0]
-    ax.imshow(matrix, cmap="Blues")
+    ax.imshow(matrix.numpy(), cmap="Blues")
     for i in range(k):
         for j in range(k):
             v = matrix[i, j].item()

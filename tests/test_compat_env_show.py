@@ -1,0 +1,110 @@
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from lablib import compat, env, models, show
+from lablib.source import source
+
+
+def test_version_tuple():
+    assert compat.version_tuple("2.13.0+cpu") == (2, 13)
+    assert compat.version_tuple("2.5.1") == (2, 5)
+    with pytest.raises(ValueError, match="MAJOR.MINOR"):
+        compat.version_tuple("nightly")
+
+
+def test_grad_scaler_is_current_api_and_disabled_off_cuda():
+    s = compat.grad_scaler("cpu", enabled=False)
+    assert isinstance(s, torch.amp.GradScaler) and not s.is_enabled()
+    loss = torch.tensor(2.0)
+    assert s.scale(loss) is loss  # disabled: a no-op
+
+
+def test_load_round_trip_and_refuses_pickled_objects(tmp_path):
+    sd = models.SmallCNN().state_dict()
+    torch.save(sd, tmp_path / "w.pt")
+    back = compat.load(tmp_path / "w.pt")
+    assert all(torch.equal(back[k], sd[k]) for k in sd)
+    torch.save({"obj": object()}, tmp_path / "bad.pt")
+    with pytest.raises(Exception, match="(?i)weights_only|unsupported"):
+        compat.load(tmp_path / "bad.pt")
+
+
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+def test_onnx_export_both_exporters_dynamic_batch(tmp_path, dynamo):
+    if dynamo and not compat.dynamo_exporter_available():
+        pytest.skip("dynamo exporter not available in this torch")
+    torch.manual_seed(0)
+    model = models.SmallCNN().eval()
+    path = compat.onnx_export(model, torch.randn(1, 1, 8, 8), tmp_path / "m.onnx", dynamo=dynamo)
+    onnx.checker.check_model(onnx.load(str(path)))
+    assert not (tmp_path / "m.onnx.data").exists()  # a single self-contained file
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].name == "input"
+    for batch in (1, 7):
+        x = torch.randn(batch, 1, 8, 8)
+        out = sess.run(None, {"input": x.numpy()})[0]
+        assert np.abs(out - model(x).detach().numpy()).max() < 1e-4
+    assert not model.training
+
+
+def test_onnx_export_bad_input(tmp_path):
+    with pytest.raises(TypeError, match="model"):
+        compat.onnx_export(lambda x: x, torch.zeros(1), tmp_path / "m.onnx")
+    with pytest.raises(TypeError, match="example"):
+        compat.onnx_export(models.SmallCNN(), [1], tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match="opset"):
+        compat.onnx_export(models.SmallCNN(), torch.zeros(1, 1, 8, 8), tmp_path / "m.onnx", opset=3)
+
+
+def test_env_report_covers_requirements():
+    checks = env.report()
+    names = [c.name for c in checks]
+    for wanted in ("Python", "torch", "CUDA", "transformers", "diffusers", "onnxruntime", "jupytext", "matplotlib"):
+        assert wanted in names
+    assert all(c.status in ("OK", "FAIL", "WARN", "INFO") for c in checks)
+    torch_check = checks[names.index("torch")]
+    assert torch_check.found == __import__("torch").__version__
+
+
+def test_env_version_logic_and_missing_package(monkeypatch):
+    assert env._version_ok("2.13.0+cpu", "2.5") and not env._version_ok("2.4.1", "2.5")
+    assert not env._version_ok("garbage", "1.0")
+    monkeypatch.setattr(env, "REQUIREMENTS", [("nonexistent-pkg", "nonexistent_pkg_xyz", "1.0", "a test")])
+    checks = env.report()
+    assert checks[-1].status == "FAIL" and "needed for a test" in checks[-1].note
+    assert env.print_report(checks) is False
+
+
+def test_cuda_check_without_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    c = env.cuda_check()
+    assert c.status == "INFO" and "cpu scale" in c.note
+
+
+def test_stamp_and_line():
+    s = env.stamp()
+    assert s["scale"] == "smoke" and s["versions"]["torch"] == torch.__version__
+    assert isinstance(s["cpu_flags"], list) and s["date"].endswith("+00:00")
+    assert env.line().startswith("LAB_SCALE=smoke | ")
+
+
+def test_speed_verdict_bands():
+    ref = env.REFERENCE_TRAIN_IMG_PER_S
+    assert "keeps up" in env.speed_verdict(ref)
+    assert "4x as long" in env.speed_verdict(ref / 4)
+    assert "too slow" in env.speed_verdict(ref / 20)
+    with pytest.raises(ValueError, match="train_img_per_s"):
+        env.speed_verdict(0)
+
+
+def test_show_prints_source_with_location(capsys):
+    show(models.count_params)
+    out = capsys.readouterr().out
+    assert out.startswith("# lablib/models.py, line ") and "def count_params" in out
+    assert "class SmallCNN" in source(models.SmallCNN)
+    with pytest.raises(TypeError, match="show"):
+        source(3)

@@ -1,0 +1,94 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from lablib import config
+
+
+@pytest.mark.parametrize("value", ["smoke", "cpu", "gpu", " CPU "])
+def test_scale_reads_env(monkeypatch, value):
+    monkeypatch.setenv("LAB_SCALE", value)
+    assert config.scale() == value.strip().lower()
+
+
+def test_scale_default_follows_cuda(monkeypatch):
+    monkeypatch.delenv("LAB_SCALE")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert config.scale() == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert config.scale() == "gpu"
+
+
+def test_unknown_scale_names_the_allowed_ones(monkeypatch):
+    monkeypatch.setenv("LAB_SCALE", "huge")
+    with pytest.raises(ValueError, match="smoke, cpu, gpu"):
+        config.scale()
+
+
+def test_profile_picks_active_scale_and_shows_all(monkeypatch):
+    monkeypatch.setenv("LAB_SCALE", "cpu")
+    cfg = config.profile(smoke=dict(epochs=1, width=8), cpu=dict(epochs=10, width=16), gpu=dict(epochs=30, width=64))
+    assert cfg.epochs == 10 and cfg["width"] == 16 and cfg.scale == "cpu"
+    table = repr(cfg)
+    assert "cpu *" in table and "30" in table and "LAB_SCALE=cpu" in table
+    with pytest.raises(AttributeError, match="no knob named 'lr'"):
+        cfg.lr
+
+
+def test_profile_gpu_defaults_to_cpu():
+    cfg = config.profile(smoke=dict(n=1), cpu=dict(n=5), active="gpu")
+    assert cfg.n == 5
+
+
+def test_profile_rejects_mismatched_knobs():
+    with pytest.raises(ValueError, match=r"'smoke'.*missing \['width'\]"):
+        config.profile(smoke=dict(epochs=1), cpu=dict(epochs=2, width=3))
+    with pytest.raises(TypeError, match="'gpu' must be a dict"):
+        config.profile(smoke=dict(a=1), cpu=dict(a=1), gpu=[1])
+    with pytest.raises(ValueError, match="active='big'"):
+        config.profile(smoke=dict(a=1), cpu=dict(a=1), active="big")
+
+
+def test_device_is_cpu_without_accelerators(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert config.device().type == "cpu"
+
+
+def test_device_prefers_cuda_then_mps(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert config.device().type == "mps"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert config.device().type == "cuda"
+
+
+def test_device_override_and_errors(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("LAB_DEVICE", "cpu")
+    assert config.device().type == "cpu"
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        config.device("cuda")
+    with pytest.raises(ValueError, match="'tpu' is not one of"):
+        config.device("tpu")
+
+
+def test_seed_everything_repeats_every_generator():
+    g1 = config.seed_everything(3)
+    a = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=g1).item())
+    g2 = config.seed_everything(3)
+    b = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=g2).item())
+    assert a == b
+    with pytest.raises(ValueError, match="seed"):
+        config.seed_everything(-1)
+
+
+def test_project_root_found_from_labs_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("LAB_ROOT")
+    (tmp_path / "pyproject.toml").write_text("")
+    monkeypatch.chdir(tmp_path / "labs")
+    assert config.project_root() == tmp_path
+    assert config.results_dir() == tmp_path / "results"
+    assert config.data_dir() == tmp_path / "data"

@@ -1,0 +1,88 @@
+import time
+
+import pytest
+import torch
+
+from lablib import bench, viz
+from lablib.train import History
+
+
+def _history(vals):
+    h = History()
+    for i, v in enumerate(vals, 1):
+        h.append(epoch=i, train_loss=1 / i, val_acc=v)
+    return h
+
+
+def test_curves_one_panel_per_metric_one_line_per_run():
+    fig = viz.curves({"a": _history([0.1, 0.5]), "b": _history([0.2, 0.9])}, metrics=("train_loss", "val_acc"))
+    axes = fig.get_axes()
+    assert len(axes) == 2
+    assert [len(ax.get_lines()) for ax in axes] == [2, 2]
+    assert list(axes[1].get_lines()[1].get_ydata()) == [0.2, 0.9]
+    with pytest.raises(ValueError, match="histories"):
+        viz.curves({})
+
+
+def test_grad_norms_log_scale_and_order():
+    fig = viz.grad_norms({"plain": {"l1": 1e-12, "l2": 1e-6, "l3": 1e-2}})
+    ax = fig.get_axes()[0]
+    assert ax.get_yscale() == "log"
+    assert list(ax.get_lines()[0].get_ydata()) == [1e-12, 1e-6, 1e-2]
+
+
+def test_image_grid_layout_and_errors():
+    fig = viz.image_grid(torch.rand(12, 1, 8, 8), labels=list("abcdefghijkl"), ncols=5)
+    axes = fig.get_axes()
+    assert len(axes) == 15  # 3 rows of 5
+    assert axes[0].get_title() == "a" and len(axes[0].get_images()) == 1
+    assert len(axes[14].get_images()) == 0
+    assert len(viz.image_grid(torch.rand(2, 3, 8, 8)).get_axes()) == 2
+    with pytest.raises(ValueError, match="images must be"):
+        viz.image_grid(torch.rand(2, 8, 8))
+    with pytest.raises(ValueError, match="labels has 1"):
+        viz.image_grid(torch.rand(2, 1, 8, 8), labels=["a"])
+
+
+def test_confusion_counts():
+    fig = viz.confusion([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 2, 0], ["a", "b", "c"])
+    assert fig.matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+    with pytest.raises(ValueError, match="differ in shape"):
+        viz.confusion([0, 1], [0], ["a", "b"])
+
+
+def test_bars_and_lines():
+    fig = viz.bars({"fp32": 2.0, "int8": 0.5}, ylabel="ms", log=True)
+    ax = fig.get_axes()[0]
+    assert [p.get_height() for p in ax.patches] == [2.0, 0.5] and ax.get_yscale() == "log"
+    fig = viz.lines({"no fine-tune": ([0.3, 0.9], [0.98, 0.5]), "fine-tuned": ([0.3, 0.9], [0.98, 0.97])}, "sparsity", "acc")
+    assert len(fig.get_axes()[0].get_lines()) == 2
+    with pytest.raises(ValueError):
+        viz.bars({}, ylabel="x")
+
+
+def test_latency_warms_up_and_repeats():
+    calls = []
+    t = bench.latency(lambda: calls.append(1) or time.sleep(0.002), warmup=2, repeats=5, cuda=False)
+    assert len(calls) == 7 and t.repeats == 5 and len(t.times_ms) == 5
+    assert t.p10_ms <= t.median_ms <= t.p90_ms
+    assert t.median_ms >= 1.5  # it slept 2 ms per call: the clock saw it
+    assert bench.throughput(lambda: time.sleep(0.002), items=10, warmup=0, repeats=3, cuda=False) < 10 / 0.0015
+    with pytest.raises(ValueError, match="repeats"):
+        bench.latency(lambda: None, repeats=0)
+    with pytest.raises(TypeError, match="fn must be callable"):
+        bench.latency(3)
+    with pytest.raises(ValueError, match="items"):
+        bench.throughput(lambda: None, items=0)
+
+
+def test_peak_memory_sees_an_allocation():
+    def allocate():
+        block = bytearray(200 * 2**20)
+        block[::4096] = b"x" * len(block[::4096])  # touch every page so it is resident
+        time.sleep(0.05)
+        del block
+
+    out = bench.peak_memory(allocate)
+    assert out["cpu_rise_mb"] > 150
+    assert out["cpu_peak_mb"] >= out["cpu_rise_mb"]

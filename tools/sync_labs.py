@@ -1,0 +1,28 @@
+"""Regenerate labs/NN_topic.ipynb from labs/NN_topic.py (the source), without outputs and with
+cell ids numbered in order, so a sync that changes nothing leaves the .ipynb byte-identical."""
+
+import sys
+from pathlib import Path
+
+import jupytext
+
+
+def sync(src: Path) -> bool:
+    nb = jupytext.read(src)
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i:03d}"
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    target = src.with_suffix(".ipynb")
+    text = jupytext.writes(nb, fmt="ipynb")
+    if target.exists() and target.read_text(encoding="utf-8") == text:
+        return False
+    target.write_text(text, encoding="utf-8")
+    return True
+
+
+if __name__ == "__main__":
+    root = Path(__file__).resolve().parent.parent / "labs"
+    sources = [Path(p) for p in sys.argv[1:]] or sorted(root.glob("[0-9][0-9]_*.py"))
+    for src in sources:
+        print(f"{'wrote  ' if sync(src) else 'in sync'} {src.with_suffix('.ipynb').name}")
