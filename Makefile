@@ -35,7 +35,7 @@ sync: setup
 	$(BIN)/python tools/sync_labs.py
 
 lint: setup
-	$(BIN)/ruff check lablib tests labs/*.py
+	$(BIN)/ruff check lablib tests tools labs/*.py
 
 unit: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
