@@ -34,7 +34,7 @@ def test_profile_picks_active_scale_and_shows_all(monkeypatch):
     table = repr(cfg)
     assert "cpu *" in table and "30" in table and "LAB_SCALE=cpu" in table
     with pytest.raises(AttributeError, match="no knob named 'lr'"):
-        cfg.lr
+        _ = cfg.lr
 
 
 def test_profile_gpu_defaults_to_cpu():
