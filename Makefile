@@ -28,8 +28,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -c 'import torch, lablib; print("installed torch", torch.__version__)'
 	touch $@
 
+# Loopback only, token on (Jupyter's default; never disabled). Root is refused by Jupyter
+# unless asked, which containers often need.
+LAB_ARGS ?=
 lab: setup
-	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=labs
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=labs \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 sync: setup
 	$(BIN)/python tools/sync_labs.py

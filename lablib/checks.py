@@ -29,6 +29,9 @@ class Verdict:
     def __repr__(self) -> str:
         return f"{_MARK[self.status]} {self.status}: {self.message}"
 
+    def _ipython_display_(self) -> None:
+        """The check already printed the verdict; as a cell's value it would show twice."""
+
 
 def _report(verdict: Verdict, quiet: bool) -> Verdict:
     if not quiet:

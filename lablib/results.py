@@ -50,7 +50,7 @@ def _check_metrics(metrics) -> None:
             raise TypeError(f"metric {name!r} must be a number, bool or str, got {type(value).__name__}")
 
 
-def record(lab: str, metrics: dict, *, claims: dict | None = None, scale: str | None = None, notes: str = "") -> Path:
+def record(lab: str, metrics: dict, *, claims: dict | None = None, scale: str | None = None, notes: str = "") -> None:
     """Save a lab's headline figures (and the source's claim for each, where it makes one) to
     results/<lab>.<scale>.json, stamped with the environment and the notebook's wall time."""
     if not isinstance(lab, str) or not LAB_NAME.match(lab):
@@ -80,7 +80,6 @@ def record(lab: str, metrics: dict, *, claims: dict | None = None, scale: str | 
     print(f"Recorded {len(metrics)} figures to {path}:")
     for k, v in metrics.items():
         print(f"  {k:<{width}}  {fmt(v)}")
-    return path
 
 
 def load(scale: str = "cpu", folder: Path | None = None) -> dict[str, dict]:
@@ -98,6 +97,8 @@ def fmt(value) -> str:
         return str(value)
     if isinstance(value, int):
         return f"{value:,}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
     return f"{value:.4g}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
 
 

@@ -1,18 +1,21 @@
-"""Plots the labs share. Each function returns a matplotlib Figure that is not registered with
-pyplot, so a notebook shows it exactly once: as the cell's value, or with display(fig)."""
+"""Plots the labs share. Each function returns a matplotlib Figure already closed in pyplot, so a
+notebook shows it exactly once: as the cell's value, or with display(fig)."""
 
 from __future__ import annotations
 
 import math
 
+import matplotlib.pyplot as plt  # in a notebook, importing pyplot turns on inline PNG display
 import torch
 from matplotlib.figure import Figure
 
+from lablib.results import fmt
 from lablib.train import History
 
 
 def _figure(ncols: int = 1, width: float = 5.0, height: float = 3.6, nrows: int = 1):
-    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    fig = plt.figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    plt.close(fig)  # pyplot would show it again at the end of the cell
     axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes
 
@@ -105,7 +108,7 @@ def bars(values: dict[str, float], ylabel: str, title: str | None = None, log: b
     ax = axes[0][0]
     names, heights = list(values), [float(v) for v in values.values()]
     rects = ax.bar(names, heights, color=[f"C{i}" for i in range(len(names))])
-    ax.bar_label(rects, labels=[f"{h:.3g}" for h in heights], fontsize=8)
+    ax.bar_label(rects, labels=[fmt(h) for h in heights], fontsize=8)
     ax.set(ylabel=ylabel, title=title or "")
     if log:
         ax.set_yscale("log")

@@ -7,9 +7,9 @@ from lablib import results
 
 
 def test_record_writes_stamped_json(_isolated):
-    path = results.record("01_demo", {"acc": 0.9612, "params": 12_345, "ok": True},
-                          claims={"acc": "92 % (article)"}, scale="cpu")
-    assert path == _isolated / "results" / "01_demo.cpu.json"
+    results.record("01_demo", {"acc": 0.9612, "params": 12_345, "ok": True},
+                   claims={"acc": "92 % (article)"}, scale="cpu")
+    path = _isolated / "results" / "01_demo.cpu.json"
     entry = json.loads(path.read_text())
     assert entry["metrics"] == {"acc": 0.9612, "params": 12345, "ok": True}
     assert entry["claims"] == {"acc": "92 % (article)"}
@@ -22,7 +22,8 @@ def test_record_converts_numpy_and_torch_scalars(_isolated):
     import numpy as np
     import torch
 
-    path = results.record("02_demo", {"a": np.float32(0.5), "b": torch.tensor(2.0).item()}, scale="cpu")
+    results.record("02_demo", {"a": np.float32(0.5), "b": torch.tensor(2.0)}, scale="cpu")
+    path = _isolated / "results" / "02_demo.cpu.json"
     assert json.loads(path.read_text())["metrics"] == {"a": 0.5, "b": 2.0}
 
 
@@ -46,10 +47,12 @@ def test_record_rejects_bad_input(kwargs, error, word):
 def test_render_puts_claim_beside_measured_and_marks_missing(_isolated):
     (_isolated / "labs" / "01_demo.py").write_text("")
     (_isolated / "labs" / "02_other.py").write_text("")
-    results.record("01_demo", {"student acc": 0.9312, "teacher params": 230_000}, claims={"student acc": "92 %"}, scale="cpu")
+    results.record("01_demo", {"student acc": 0.9312, "teacher params": 230_000, "img/s": 12170.4, "ms": 1.2416},
+                   claims={"student acc": "92 %"}, scale="cpu")
     text = results.render(["cpu"])
     assert "| student acc | 0.931 | 92 % |" in text
     assert "| teacher params | 230,000 | — |" in text
+    assert "| img/s | 12,170 | — |" in text and "| ms | 1.242 | — |" in text
     assert "### 02_other" in text and "_Not run at this scale yet._" in text
 
 
