@@ -111,3 +111,45 @@ def test_fit_rejects_bad_arguments():
                          ({"grad_clip": -1}, "grad_clip"), ({"optimizer": "lion"}, "optimizer"), ({"amp": "int8"}, "amp")]:
         with pytest.raises(ValueError, match=word):
             train.fit(m, loader, progress=False, **kwargs)
+
+
+def test_batch_norm_matches_torch_training_mode():
+    x = torch.randn(6, 3, 5, 5) * 4 + 2
+    assert torch.allclose(models.batch_norm(x), torch.nn.functional.batch_norm(x, None, None, training=True), atol=1e-5)
+    with pytest.raises(ValueError, match="x must be"):
+        models.batch_norm(torch.zeros(3, 4))
+
+
+def test_residual_block_adds_skip_and_deepnet_variants():
+    block = models.ResidualBlock(4, norm=False, residual=True)
+    x = torch.randn(2, 4, 5, 5)
+    assert torch.allclose(block(x), torch.relu(x + block.conv(x)))
+    plain = models.ResidualBlock(4, norm=False, residual=False)
+    plain.load_state_dict(block.state_dict())
+    assert torch.allclose(plain(x), torch.relu(plain.conv(x)))
+    with torch.no_grad():
+        block.conv.weight.zero_(), block.conv.bias.zero_()
+    assert torch.equal(block(x), torch.relu(x))  # a zero branch leaves the identity path
+    net = models.DeepNet(depth=5, width=8, norm=True, residual=True)
+    assert net(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+    assert len(net.blocks) == 5 and isinstance(net.blocks[0].norm, torch.nn.BatchNorm2d)
+    assert net.blocks[0].conv.bias is None  # BatchNorm's shift makes the conv bias redundant
+    with pytest.raises(ValueError, match="act"):
+        models.DeepNet(act="swish")
+    with pytest.raises(ValueError, match="depth"):
+        models.DeepNet(depth=0)
+
+
+def test_plain_deep_net_gradient_vanishes_and_fixes_restore_it():
+    """The effect lab 01 is about, at initialisation: the first layer's gradient in a deep plain
+    ReLU net is many orders of magnitude below the last; BN + residual keeps them comparable."""
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    ratios = {}
+    for name, kw in {"plain": {}, "bn+res": {"norm": True, "residual": True}}.items():
+        torch.manual_seed(0)
+        net = models.DeepNet(depth=20, width=8, **kw)
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        norms = list(train.grad_norms(net).values())
+        ratios[name] = norms[1] / norms[-2]  # first block vs last block
+    assert ratios["plain"] < 1e-4
+    assert ratios["bn+res"] > 1e-2

@@ -1,0 +1,55 @@
+"""Knowledge distillation (Hinton et al. 2015): a small student learns from a large teacher's
+softened output distribution as well as (or instead of) the hard labels."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def soft_targets(teacher_logits: torch.Tensor, T: float = 2.0) -> torch.Tensor:
+    """The teacher's probabilities at temperature T. T > 1 flattens them, so the student also
+    sees how the teacher ranks the wrong classes ("this 7 looks a bit like a 1")."""
+    if not T > 0:
+        raise ValueError(f"T must be > 0, got {T!r}")
+    return F.softmax(teacher_logits.detach() / T, dim=1)
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor | None = None,
+    T: float = 2.0,
+    alpha: float = 0.7,
+) -> torch.Tensor:
+    """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, targets).
+
+    * KL uses reduction "batchmean" (sum over classes, mean over the batch): the true KL per
+      example. nn.KLDivLoss()'s default "mean" also divides by the number of classes.
+    * T^2 undoes the 1/T^2 that softening puts on the soft term's gradients, so changing T
+      does not silently change the balance between the two terms.
+    * alpha=1 is pure distillation (targets may be None: unlabelled transfer data);
+      alpha=0 is ordinary cross-entropy. The teacher gets no gradient.
+    * targets = -1 marks an example without a label: it gets the soft term only, so one batch
+      can mix a few labelled images with many unlabelled ones.
+    """
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    if not T > 0:
+        raise ValueError(f"T must be > 0, got {T!r}")
+    if student_logits.ndim != 2 or student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student_logits and teacher_logits must both be (batch, classes), got "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+        )
+    if targets is None and alpha < 1:
+        raise ValueError("targets are needed unless alpha == 1 (pure distillation)")
+    log_student = F.log_softmax(student_logits / T, dim=1)
+    soft = F.kl_div(log_student, soft_targets(teacher_logits, T), reduction="batchmean") * T * T
+    if alpha == 1:
+        return soft
+    labelled = targets >= 0
+    if not labelled.any():  # a batch of unlabelled images only: nothing for the hard term
+        return alpha * soft
+    hard = F.cross_entropy(student_logits[labelled], targets[labelled])
+    return alpha * soft + (1 - alpha) * hard
