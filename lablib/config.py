@@ -22,6 +22,22 @@ SCALES = ("smoke", "cpu", "gpu")
 STARTED = time.time()
 
 
+def threads() -> int | None:
+    """LAB_THREADS, if set: how many CPU threads torch may use. Leave it unset on your own
+    laptop; set LAB_THREADS=1 when several notebooks share a machine, where torch's default
+    (one thread per core, each waiting for the slowest) can make everything many times slower."""
+    value = os.environ.get("LAB_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"LAB_THREADS={value!r} must be a positive whole number")
+    return int(value)
+
+
+if threads() is not None:  # applied once, when the first lab imports lablib
+    torch.set_num_threads(threads())
+
+
 def scale() -> str:
     """The active scale: LAB_SCALE if set, else "gpu" when CUDA is present, else "cpu"."""
     value = os.environ.get("LAB_SCALE", "").strip().lower()

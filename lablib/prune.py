@@ -84,11 +84,11 @@ def l1_mask(weight: torch.Tensor, amount: float) -> torch.Tensor:
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"weight must be a tensor, got {type(weight).__name__}")
     k = round(_fraction("amount", amount, low_open=False) * weight.numel())
-    mask = torch.ones_like(weight)
+    mask = torch.ones(weight.numel(), dtype=weight.dtype, device=weight.device)
     if k > 0:
         smallest = torch.topk(weight.detach().abs().flatten(), k, largest=False).indices
-        mask.view(-1)[smallest] = 0
-    return mask
+        mask[smallest] = 0
+    return mask.reshape(weight.shape)
 
 
 def global_magnitude_prune(model: nn.Module, amount: float) -> nn.Module:
@@ -103,6 +103,19 @@ def global_magnitude_prune(model: nn.Module, amount: float) -> nn.Module:
         prunable(model), pruning_method=torch_prune.L1Unstructured, amount=amount
     )
     return model
+
+
+def clone(model: nn.Module) -> nn.Module:
+    """copy.deepcopy that also works on a pruned model.
+
+    A pruned layer's `weight` is computed (weight_orig * weight_mask, with a gradient history)
+    and deepcopy refuses computed tensors. Detaching it first changes nothing: the forward
+    pre-hook recomputes it on the next call anyway.
+    """
+    for module, name in prunable(model):
+        if hasattr(module, f"{name}_mask"):
+            setattr(module, name, getattr(module, name).detach())
+    return copy.deepcopy(model)
 
 
 def make_permanent(model: nn.Module) -> nn.Module:
@@ -124,7 +137,7 @@ def structured_prune_mlp(model: MLP, keep: float) -> MLP:
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a lablib.models.MLP, got {type(model).__name__}")
     keep = _fraction("keep", keep, low_open=True)
-    small = make_permanent(copy.deepcopy(model))
+    small = make_permanent(clone(model))
     positions = [i for i, m in enumerate(small.net) if isinstance(m, nn.Linear)]
     kept_inputs = None  # which inputs of the current layer survived (None: all of them)
     for n, i in enumerate(positions):
@@ -133,7 +146,7 @@ def structured_prune_mlp(model: MLP, keep: float) -> MLP:
         if kept_inputs is not None:
             w = w[:, kept_inputs]  # the previous layer's dropped neurons are gone
         if n == len(positions) - 1:
-            rows = torch.arange(w.shape[0])  # the output layer: keep every class
+            rows = torch.arange(w.shape[0], device=w.device)  # the output layer: every class
         else:
             n_keep = max(1, round(keep * w.shape[0]))
             strength = w.norm(dim=1)  # one L2 norm per output neuron (row)

@@ -92,3 +92,13 @@ def test_project_root_found_from_labs_folder(tmp_path, monkeypatch):
     assert config.project_root() == tmp_path
     assert config.results_dir() == tmp_path / "results"
     assert config.data_dir() == tmp_path / "data"
+
+
+def test_threads_from_env(monkeypatch):
+    monkeypatch.delenv("LAB_THREADS", raising=False)
+    assert config.threads() is None
+    monkeypatch.setenv("LAB_THREADS", "3")
+    assert config.threads() == 3
+    monkeypatch.setenv("LAB_THREADS", "0")
+    with pytest.raises(ValueError, match="LAB_THREADS"):
+        config.threads()
