@@ -95,6 +95,14 @@ def split(ds: ImageSet, val: float = 0.1, test: float = 0.2, seed: int = 0) -> S
     return Splits(**{k: ds.subset(sorted(v)) for k, v in parts.items()})
 
 
+def partition(ds: ImageSet, fraction: float, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+    """Split `ds` in two disjoint parts, stratified by class: (the rest, `fraction` of it)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
+    parts = split(ds, val=fraction, test=0.0, seed=seed)
+    return parts.train, parts.val
+
+
 def digits(size: int | None = None, val: float = 0.1, test: float = 0.2, seed: int = 0) -> Splits:
     """scikit-learn's 1,797 real 8x8 handwritten digits, split train/val/test (seeded).
 

@@ -38,6 +38,18 @@ def test_split_validates_fractions():
         data.split(ds, val=0.5, test=0.5)
 
 
+def test_partition_is_disjoint_and_stratified():
+    train = data.digits().train
+    rest, part = data.partition(train, 0.4, seed=0)
+    assert len(rest) + len(part) == len(train)
+    assert abs(len(part) - 0.4 * len(train)) <= 10
+    flat = lambda s: {tuple(r.tolist()) for r in s.x.flatten(1)}  # noqa: E731
+    assert not flat(rest) & flat(part)
+    assert all(abs(p / t - 0.4) < 0.05 for p, t in zip(part.counts(), train.counts(), strict=True))
+    with pytest.raises(ValueError, match="fraction"):
+        data.partition(train, 1.0)
+
+
 def test_labelled_split_counts_and_disjoint():
     train = data.digits().train
     lab, unl = data.labelled_split(train, per_class=5, seed=0)
