@@ -181,8 +181,10 @@ def check_module(
 ) -> Verdict:
     """Compare the learner's module (or a zero-argument function building it) with `reference`.
 
-    The parameters must have the same shapes in the same order; the reference's values are
-    copied in, then both run in eval mode on random inputs and must agree.
+    The parameters must have the same shapes in the same order. The reference's state is first
+    randomised (fresh layers are close to the identity: BatchNorm with mean 0, variance 1, scale
+    1, shift 0 would let an answer without it pass), copied into the learner's module, and
+    both run in eval mode on random inputs and must agree.
     """
     if not isinstance(reference, nn.Module):
         raise TypeError(f"reference must be an nn.Module, got {type(reference).__name__}")
@@ -198,6 +200,15 @@ def check_module(
     if not isinstance(module, nn.Module):
         return _report(Verdict(WRONG, f"expected an nn.Module, got {type(module).__name__}.{tip}"), quiet)
     mine = [p for p in module.state_dict().values()]
+    gen = torch.Generator().manual_seed(seed)
+    reference = copy.deepcopy(reference)
+    with torch.no_grad():
+        for name, t in reference.state_dict().items():
+            if not t.is_floating_point():
+                continue
+            noise = torch.rand(t.shape, generator=gen)
+            # variances must stay positive; everything else may take any value
+            t.copy_(0.5 + 1.5 * noise if name.endswith("running_var") else 2 * noise - 1)
     ref_state = reference.state_dict()
     want = [tuple(t.shape) for t in ref_state.values()]
     have = [tuple(t.shape) for t in mine]
@@ -206,7 +217,6 @@ def check_module(
     module.load_state_dict(dict(zip(module.state_dict(), ref_state.values(), strict=True)))
     module.eval()
     reference.eval()
-    gen = torch.Generator().manual_seed(seed)
     for trial in range(trials):
         x = make_input(gen)
         try:

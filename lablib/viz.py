@@ -116,17 +116,44 @@ def bars(values: dict[str, float], ylabel: str, title: str | None = None, log: b
     return fig
 
 
-def lines(series: dict[str, tuple], xlabel: str, ylabel: str, title: str | None = None, logx: bool = False) -> Figure:
-    """y against x for several named series (series: name -> (xs, ys)), e.g. accuracy vs sparsity."""
+def lines(series: dict[str, tuple], xlabel: str, ylabel: str, title: str | None = None, logx: bool = False,
+          reference: dict[str, float] | None = None) -> Figure:
+    """y against x for several named series (series: name -> (xs, ys)), e.g. accuracy vs sparsity.
+    `reference` draws dashed horizontal lines (name -> y), e.g. the dense model's accuracy."""
     if not series:
         raise ValueError("series must have at least one entry")
     fig, axes = _figure(1, width=6)
     ax = axes[0][0]
     for name, (xs, ys) in series.items():
         ax.plot(list(xs), list(ys), marker="o", ms=4, label=name)
+    for i, (name, y) in enumerate((reference or {}).items()):
+        ax.axhline(y, linestyle="--", color=f"C{len(series) + i}", label=name)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title or "")
     if logx:
         ax.set_xscale("log")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def grouped_bars(groups: dict[str, dict[str, float]], ylabel: str, title: str | None = None, log: bool = False) -> Figure:
+    """Bars in groups, one colour per series (groups: group -> series -> value), e.g. file size
+    raw vs compressed for each model, or a probability per class at several temperatures."""
+    if not groups:
+        raise ValueError("groups must have at least one entry")
+    series = list(dict.fromkeys(k for g in groups.values() for k in g))
+    fig, axes = _figure(1, width=max(5.0, 0.9 * len(groups) * max(1, len(series)) / 2 + 2))
+    ax = axes[0][0]
+    width = 0.8 / len(series)
+    for i, name in enumerate(series):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(groups))]
+        heights = [float(g.get(name, 0.0)) for g in groups.values()]
+        rects = ax.bar(xs, heights, width, label=name, color=f"C{i}")
+        if len(groups) * len(series) <= 16:
+            ax.bar_label(rects, labels=[fmt(h) for h in heights], fontsize=7)
+    ax.set_xticks(range(len(groups)), list(groups))
+    ax.set(ylabel=ylabel, title=title or "")
+    if log:
+        ax.set_yscale("log")
     ax.legend(fontsize="small")
     return fig

@@ -78,6 +78,26 @@ class NoSkip(Block):
         return torch.relu(self.conv(x))
 
 
+class BNBlock(nn.Module):
+    def __init__(self, c=4):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.norm = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return torch.relu(x + self.norm(self.conv(x)))
+
+
+class BNLeftOut(BNBlock):
+    def forward(self, x):
+        return torch.relu(x + self.conv(x))
+
+
+class BNAfterAdd(BNBlock):
+    def forward(self, x):
+        return torch.relu(self.norm(x + self.conv(x)))
+
+
 class TodoBlock(nn.Module):
     def __init__(self):
         super().__init__()
@@ -93,6 +113,16 @@ def test_check_module_verdicts():
     assert v.status == "wrong" and "shapes" in v.message
     with pytest.raises(TypeError, match="reference"):
         checks.check_module(Block(), lambda x: x, make)
+
+
+def test_check_module_catches_misplaced_or_missing_batchnorm():
+    """A fresh BatchNorm is the identity in eval mode; the check must randomise it first."""
+    make = lambda g: torch.randn(2, 4, 5, 5, generator=g)  # noqa: E731
+    ref = BNBlock()
+    assert checks.check_module(BNBlock, ref, make, quiet=True)
+    assert checks.check_module(BNLeftOut, ref, make, quiet=True).status == "wrong"
+    assert checks.check_module(BNAfterAdd, ref, make, quiet=True).status == "wrong"
+    assert torch.equal(ref.norm.running_var, torch.ones(4))  # the caller's reference is untouched
 
 
 def test_compare_nested():

@@ -59,6 +59,19 @@ def test_bars_and_lines():
     assert len(fig.get_axes()[0].get_lines()) == 2
     with pytest.raises(ValueError):
         viz.bars({}, ylabel="x")
+    fig = viz.lines({"a": ([1, 2], [3, 4])}, "x", "y", reference={"dense": 3.5})
+    ref_line = fig.get_axes()[0].get_lines()[1]
+    assert list(ref_line.get_ydata()) == [3.5, 3.5] and ref_line.get_linestyle() == "--"
+
+
+def test_grouped_bars_one_colour_per_series():
+    fig = viz.grouped_bars({"dense": {"raw": 4.5, "zip": 4.2}, "sparse": {"raw": 4.5, "zip": 0.8}}, ylabel="MB")
+    ax = fig.get_axes()[0]
+    assert [round(p.get_height(), 2) for p in ax.patches] == [4.5, 4.5, 4.2, 0.8]  # series by series
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["dense", "sparse"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["raw", "zip"]
+    with pytest.raises(ValueError):
+        viz.grouped_bars({}, ylabel="x")
 
 
 def test_latency_warms_up_and_repeats():
