@@ -53,3 +53,15 @@ def distillation_loss(
         return alpha * soft
     hard = F.cross_entropy(student_logits[labelled], targets[labelled])
     return alpha * soft + (1 - alpha) * hard
+
+
+def pseudo_labels(teacher_logits: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+    """Hard labels from a teacher: its top class where its probability reaches `threshold`,
+    -1 (no label) elsewhere. threshold=0 labels everything; a high threshold keeps only the
+    confident guesses (FixMatch, lab 05, builds on this)."""
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+    if teacher_logits.ndim != 2:
+        raise ValueError(f"teacher_logits must be (batch, classes), got {tuple(teacher_logits.shape)}")
+    confidence, labels = F.softmax(teacher_logits.detach(), dim=1).max(dim=1)
+    return torch.where(confidence >= threshold, labels, torch.full_like(labels, -1))

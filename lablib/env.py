@@ -128,7 +128,8 @@ def device_name() -> str:
         return f"cuda ({torch.cuda.get_device_name(0)})"
     if torch.backends.mps.is_available():
         return "mps (Apple GPU)"
-    return f"cpu ({cpu_name()}, {torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"cpu ({cpu_name()}, {n} thread{'' if n == 1 else 's'})"
 
 
 def line() -> str:

@@ -95,6 +95,21 @@ class ResidualBlock(nn.Module):
         return self.act(x + out) if self.residual else self.act(out)
 
 
+class PreActBlock(nn.Module):
+    """The "pre-activation" residual block (He et al. 2016, Identity Mappings in Deep Residual
+    Networks): x + conv(relu(bn(x))). Nothing sits on the skip path, not even a ReLU, so the
+    input reaches the output, and the gradient the input, untouched."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(_positive("width", width))
+        self.act = nn.ReLU()
+        self.conv = nn.Conv2d(width, width, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(self.act(self.norm(x)))
+
+
 class DeepNet(nn.Module):
     """A stem convolution, `depth` ResidualBlocks of equal width, global pooling, a linear head.
 

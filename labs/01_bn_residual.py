@@ -28,6 +28,8 @@
 # Before that, a short errata: the article's own code does not run as printed.
 
 # %%
+import math
+
 import torch
 from torch import nn
 
@@ -167,22 +169,33 @@ viz.grad_norms({name: runs[name]["monitor"].first() for name in ("plain sigmoid"
 
 # %% [markdown]
 # Backpropagation multiplies, layer after layer, by each layer's weights and by the derivative of its
-# activation. The sigmoid's derivative is at most 0.25; PyTorch's default initialisation shrinks
-# the signal of a ReLU layer a little too. Thirty such factors below one make a product so small
-# that the early layers receive essentially nothing (a gradient of exactly 0 is drawn at the
-# bottom of the log axis): they stay random, and the layers above them have nothing useful to work
-# with.
+# activation. For the sigmoid that derivative is at most 0.25, so thirty layers shrink the gradient
+# to nothing (a gradient of exactly 0 is drawn at the bottom of the log axis).
+#
+# For ReLU the culprit is the initialisation. PyTorch draws a convolution's weights uniformly from
+# ±1/√fan_in, a variance of 1/(3·fan_in); ReLU passes half of the signal's energy; so each layer
+# scales the signal's variance by fan_in · 1/(3·fan_in) · 1/2 = 1/6, and its size by √(1/6) ≈ 0.41,
+# on the way forward and on the way back. Between the first and the last block lie
+# `depth - 1` layers:
+
+# %%
+predicted = (1 / 6) ** ((cfg.depth - 1) / 2)
+measured = first_and_last("plain relu")[0] / first_and_last("plain relu")[1]
+print(f"predicted first/last gradient ratio, 0.41^{cfg.depth - 1}: {predicted:.1e};  measured: {measured:.1e}")
+
+# %% [markdown]
+# The early layers receive essentially nothing: they stay random, and the layers above them have
+# nothing useful to work with. (An initialisation scaled for ReLU, He et al.'s `kaiming_normal_`
+# with variance 2/fan_in, makes that factor 1; exercise 3 below explores depth instead.)
 #
 # ## 2. The fixes
 #
-# * **BatchNorm** re-centres and re-scales each channel over the batch (`models.batch_norm` shows the
-#   computation), so the signal keeps a healthy scale at every depth, forward and backward.
+# * **BatchNorm** re-centres and re-scales each channel over the batch: whatever the layers before
+#   it did to the size of the signal, the next layer sees it at mean 0 and variance 1. It also makes
+#   a block's output independent of the scale of its weights.
 # * **A residual connection** adds the block's input to its output, `relu(x + bn(conv(x)))`: the
 #   gradient reaches earlier layers through the `+ x` path, which multiplies it by one, however deep
 #   the stack.
-
-# %%
-show(models.batch_norm)
 
 # %%
 runs["BN only"] = run("BN only", norm=True, residual=False)
@@ -200,18 +213,34 @@ runs["residual only (Adam)"] = run("residual only (Adam)", norm=False, residual=
 # ## 3. Measurement
 
 # %%
-def diverged(name):
-    return any(v != v for v in runs[name]["history"]["train_loss"])  # NaN: the loss blew up
+LN10 = math.log(10)  # the cross-entropy of a uniform guess over 10 classes
+
+
+def note(name):
+    losses = runs[name]["history"]["train_loss"]
+    if any(v != v for v in losses):
+        return "loss became NaN"
+    if abs(losses[-1] - LN10) < 0.01:
+        return "stuck at ln 10: one constant guess"
+    return ""
 
 
 print(f"depth {cfg.depth}, width {cfg.width}, {cfg.epochs} epochs, same data and seed for every run\n")
-print(f"{'variant':<22}{'test acc':>9}{'best val':>10}{'grad first/last block':>24}")
+print(f"{'variant':<22}{'test acc':>9}{'train loss':>12}{'':>3}{'grad ratio':>11}  note")
+print(f"{'':<22}{'':>9}{'ep 1 -> last':>12}{'':>3}{'first/last':>11}")
 for name, r in runs.items():
     first, last = first_and_last(name)
-    note = "  (loss became NaN)" if diverged(name) else ""
-    print(f"{name:<22}{r['test_acc']:>9.3f}{r['history'].best('val_acc'):>10.3f}{first / max(last, 1e-45):>24.1e}{note}")
+    losses = r["history"]["train_loss"]
+    print(f"{name:<22}{r['test_acc']:>9.3f}{losses[0]:>7.2f} ->{losses[-1]:>5.2f}{first / max(last, 1e-45):>11.1e}  {note(name)}")
+
+# %% [markdown]
+# *grad ratio* is the gradient norm of the first block's weights divided by the last block's, at the
+# first training step: far below 1, the gradient vanishes on its way to the input; far above 1, it
+# grows. *ln 10 ≈ 2.303* is the loss of a network that gives every image the same, uniform answer.
 
 # %%
+# "plain sigmoid" is left out: its curves lie on top of "plain relu" (and of "residual only" when
+# that one is stuck too), both flat at ln 10 and 10 %.
 viz.curves({name: r["history"] for name, r in runs.items() if name != "plain sigmoid"},
            metrics=("train_loss", "val_acc"), title=f"Depth {cfg.depth}: learning curves")
 
@@ -222,16 +251,26 @@ viz.grad_norms({name: runs[name]["monitor"].first() for name in ("plain relu", "
 # %% [markdown]
 # **Reading the table.**
 #
-# * The plain network at this depth stays at chance, whatever the activation.
-# * BatchNorm alone restores the gradient's scale and the network trains.
-# * BatchNorm + residual trains best: the article's claim holds.
-# * Residual connections *without* normalisation fix the vanishing but cause the opposite: each block
-#   adds its output to a stream that nothing re-scales, so activations and gradients grow with depth
-#   (see the gradient plot: norms far above the others). SGD's step is `lr × gradient`, so its first
-#   steps are far too large: the weights jump to where the ReLUs are dead or the loss overflows (the
-#   table notes a NaN), and the network stays at chance. Adam divides each parameter's step by a
+# * The plain network at this depth stays at chance, whatever the activation: its loss never leaves
+#   ln 10.
+# * BatchNorm alone makes the network train, but look at its gradient ratio: instead of vanishing,
+#   the gradient now *grows* towards the input (Yang et al. 2019 showed this happens in any deep
+#   BatchNorm network without skips), so the early layers take large, noisy steps.
+# * BatchNorm + residual trains best: the skip path carries the gradient at its own size and
+#   BatchNorm keeps every block's output in range. The article's claim holds.
+# * Residual connections *without* BatchNorm start well (no vanishing), but nothing keeps a block's
+#   output in range when its weights grow. SGD's step is `lr × gradient`; its first steps enlarge
+#   the weights of all blocks at once, the sums along the skip path blow up, the ReLUs end up
+#   outputting 0 for every image, and the network settles on one constant guess (watch for a first
+#   epoch loss above ln 10, then the plateau at ln 10). Adam divides each parameter's step by a
 #   running estimate of that parameter's gradient size, so its steps stay about `lr` whatever the
-#   scale: it rescues the network that SGD cannot, although it still trails BatchNorm + residual.
+#   gradients do: it trains the network that SGD cannot, although it still trails BatchNorm +
+#   residual.
+
+# %%
+print("article: a deep plain network does not train; BatchNorm + residual connections fix it")
+print(f"here:    depth {cfg.depth}, plain ReLU {runs['plain relu']['test_acc']:.3f} (chance 0.100) -> "
+      f"BN + residual {runs['BN + residual']['test_acc']:.3f}")
 
 # %%
 headline = {name: r["test_acc"] for name, r in runs.items()}
@@ -262,7 +301,7 @@ if cfg.scale != "smoke":
 # %% [markdown]
 # ## Exercises
 #
-# **Exercise 1: BatchNorm by hand.** Write `my_batch_norm(x)` for a batch of feature maps `x` of
+# **Exercise 1: BatchNorm by hand.** Section 2 described what BatchNorm does; now write `my_batch_norm(x)` for a batch of feature maps `x` of
 # shape `(N, C, H, W)`: for each channel, subtract its mean and divide by its standard deviation,
 # both taken over the batch and the two spatial dimensions (use the biased variance and add
 # `eps = 1e-5` inside the square root).
@@ -281,16 +320,17 @@ checks.check_function(
 )
 
 # %% [markdown]
-# **Exercise 2: a residual block.** Complete `MyResidualBlock`, ordered as in ResNet: a 3×3
-# convolution (padding 1, no bias, since BatchNorm's shift replaces it), then `BatchNorm2d`; add the
-# block's input to that, then apply ReLU. Define the layers in that order; the check copies the
-# reference's weights into yours and compares the outputs.
+# **Exercise 2: a pre-activation residual block.** He et al. later moved BatchNorm and ReLU *before*
+# the convolution, so nothing at all sits on the skip path (*Identity Mappings in Deep Residual
+# Networks*, 2016): `x + conv(relu(bn(x)))`. Complete `MyPreActBlock`: define `self.norm`
+# (`BatchNorm2d`), then `self.conv` (3×3, padding 1, no bias), and write `forward`. The check
+# copies the reference's (randomised) weights into yours and compares the outputs.
 
 # %%
-class MyResidualBlock(nn.Module):
+class MyPreActBlock(nn.Module):
     def __init__(self, width):
         super().__init__()
-        # YOUR CODE HERE: self.conv, self.norm, self.act
+        # YOUR CODE HERE: self.norm, then self.conv
         raise NotImplementedError
 
     def forward(self, x):
@@ -299,17 +339,17 @@ class MyResidualBlock(nn.Module):
 
 
 checks.check_module(
-    lambda: MyResidualBlock(8),
-    reference=models.ResidualBlock(8, norm=True, residual=True),
+    lambda: MyPreActBlock(8),
+    reference=models.PreActBlock(8),
     make_input=lambda g: torch.randn(4, 8, 6, 6, generator=g),
-    hint="forward returns self.act(x + self.norm(self.conv(x))).",
+    hint="forward returns x + self.conv(torch.relu(self.norm(x))); the skip path is left untouched.",
 )
 
 # %% [markdown]
 # Stuck? The reference answers are the tested code in lablib: uncomment to see them.
 
 # %%
-# show(models.batch_norm); show(models.ResidualBlock)
+# show(models.batch_norm); show(models.PreActBlock)
 
 # %% [markdown]
 # **Exercise 3 (open).** Find the depth where the plain ReLU network stops learning on this data:
@@ -320,6 +360,9 @@ checks.check_module(
 #
 # * **GPU scale.** `LAB_SCALE=gpu` doubles the width and the epochs; on a GPU try depth 50 or 100:
 #   the BN + residual network keeps training, which is what made 100-layer ResNets possible.
+# * **A pretrained ResNet.** With downloads allowed, `torchvision.models.resnet18(weights="DEFAULT")`
+#   is built from exactly the blocks of this lab (convolution, BatchNorm, ReLU, skip); print it and
+#   find them.
 # * **Bigger images.** `data.image_folder("path/to/folder", size=32)` loads your own class-per-folder
 #   images; `models.DeepNet(in_channels=3, num_classes=...)` takes them unchanged.
 # * **Read more.** Ioffe & Szegedy (2015), *Batch Normalization*; He et al. (2016), *Deep Residual

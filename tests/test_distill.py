@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lablib.distill import distillation_loss, soft_targets
+from lablib.distill import distillation_loss, pseudo_labels, soft_targets
 
 
 def _logits(seed=0, n=16, c=10):
@@ -84,3 +84,14 @@ def test_shape_mismatch():
     s, t, y = _logits()
     with pytest.raises(ValueError, match="student_logits and teacher_logits"):
         distillation_loss(s, t[:, :5], y)
+
+
+def test_pseudo_labels_threshold():
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.1, 0.0, 0.0], [0.0, 0.0, 9.0]])
+    assert pseudo_labels(logits).tolist() == [0, 0, 2]
+    assert pseudo_labels(logits, threshold=0.9).tolist() == [0, -1, 2]
+    assert pseudo_labels(logits, threshold=1.0).tolist() == [-1, -1, -1]  # softmax never reaches 1 exactly
+    with pytest.raises(ValueError, match="threshold"):
+        pseudo_labels(logits, threshold=1.5)
+    with pytest.raises(ValueError, match="teacher_logits"):
+        pseudo_labels(torch.zeros(3))

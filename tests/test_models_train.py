@@ -140,6 +140,15 @@ def test_residual_block_adds_skip_and_deepnet_variants():
         models.DeepNet(depth=0)
 
 
+def test_preact_block_keeps_the_identity_path():
+    block = models.PreActBlock(4).eval()
+    x = torch.randn(2, 4, 5, 5)
+    assert torch.allclose(block(x), x + block.conv(torch.relu(block.norm(x))))
+    with torch.no_grad():
+        block.conv.weight.zero_()
+    assert torch.equal(block(x), x)  # a zero branch: exactly the identity, negatives included
+
+
 def test_plain_deep_net_gradient_vanishes_and_fixes_restore_it():
     """The effect lab 01 is about, at initialisation: the first layer's gradient in a deep plain
     ReLU net is many orders of magnitude below the last; BN + residual keeps them comparable."""
