@@ -91,6 +91,29 @@ def l1_mask(weight: torch.Tensor, amount: float) -> torch.Tensor:
     return mask.reshape(weight.shape)
 
 
+def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
+    """The N:M semi-structured mask (2:4 by default): cut the last dimension into groups of m
+    consecutive entries and keep the n with the largest |w| in each group (1), zero the rest (0).
+
+    Every group ends up with exactly m - n zeros, a pattern sparse tensor cores can skip
+    (torch.sparse.to_sparse_semi_structured wants 2:4). Attach it with
+    torch.nn.utils.prune.custom_from_mask(layer, "weight", mask).
+    """
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a tensor, got {type(weight).__name__}")
+    for name, value in (("n", n), ("m", m)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if m < 1 or not 0 <= n <= m:
+        raise ValueError(f"n and m must satisfy 0 <= n <= m and m >= 1, got n={n}, m={m}")
+    if weight.dim() == 0 or weight.shape[-1] % m:
+        raise ValueError(f"weight's last dimension must be a multiple of m={m}, got shape {tuple(weight.shape)}")
+    groups = weight.detach().abs().reshape(-1, m)  # one row per group of m neighbours
+    keep = groups.topk(n, dim=1).indices  # the n largest of each group
+    mask = torch.zeros_like(groups).scatter_(1, keep, 1.0)
+    return mask.reshape(weight.shape)
+
+
 def global_magnitude_prune(model: nn.Module, amount: float) -> nn.Module:
     """Zero the `amount` share of all prunable weights with the smallest |w|, ranked across
     every layer at once (so layers with many small weights lose more). In place; returns model.

@@ -142,7 +142,7 @@ def grouped_bars(groups: dict[str, dict[str, float]], ylabel: str, title: str | 
     if not groups:
         raise ValueError("groups must have at least one entry")
     series = list(dict.fromkeys(k for g in groups.values() for k in g))
-    fig, axes = _figure(1, width=max(5.0, 0.9 * len(groups) * max(1, len(series)) / 2 + 2))
+    fig, axes = _figure(1, width=min(10.0, max(5.0, 0.3 * len(groups) * len(series) + 2)))
     ax = axes[0][0]
     width = 0.8 / len(series)
     for i, name in enumerate(series):

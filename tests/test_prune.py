@@ -79,6 +79,32 @@ def test_l1_mask_matches_torch_and_hand_example():
         assert torch.equal(pruning.l1_mask(w.t(), amount), layer.weight_mask.t())  # any layout
 
 
+def test_nm_mask_hand_example_and_pattern():
+    w = torch.tensor([[0.1, -3.0, 0.5, 2.0, -1.0, 0.2, 0.3, -0.4]])
+    assert torch.equal(pruning.nm_mask(w), torch.tensor([[0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0]]))
+    assert torch.equal(pruning.nm_mask(w, 1, 4), torch.tensor([[0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]]))
+    assert torch.equal(pruning.nm_mask(w, 4, 4), torch.ones(1, 8))
+    assert torch.equal(pruning.nm_mask(w, 0, 8), torch.zeros(1, 8))
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(6, 5, 16, generator=g)
+    for n, m in ((2, 4), (1, 4), (3, 8)):
+        mask = pruning.nm_mask(w, n, m)
+        assert mask.shape == w.shape and mask.dtype == w.dtype
+        groups, kept = w.abs().reshape(-1, m), mask.reshape(-1, m).bool()
+        assert torch.all(kept.sum(1) == n)  # exactly n kept in every group
+        smallest_kept = torch.where(kept, groups, torch.inf).min(1).values
+        largest_dropped = torch.where(kept, -torch.inf, groups).max(1).values
+        assert torch.all(largest_dropped <= smallest_kept)  # the largest ones are the kept ones
+        assert pruning.sparsity(w * mask) == pytest.approx(1 - n / m)
+
+
+def test_nm_mask_attaches_with_custom_from_mask():
+    layer = nn.Linear(8, 3)
+    torch_prune.custom_from_mask(layer, "weight", pruning.nm_mask(layer.weight))
+    assert pruning.sparsity(layer.weight) == 0.5
+    assert torch.all((layer.weight.reshape(-1, 4) != 0).sum(1) == 2)
+
+
 def test_masks_keep_pruned_weights_at_zero_through_fine_tuning():
     model = pruning.global_magnitude_prune(_mlp(), 0.7)
     zero_before = [(m.weight == 0).clone() for m, _ in pruning.prunable(model)]
@@ -187,6 +213,14 @@ def test_bad_input_is_refused_with_the_argument_named():
             pruning.global_magnitude_prune(model, amount)
     with pytest.raises(ValueError, match="amount"):
         pruning.l1_mask(torch.ones(3), 2.0)
+    with pytest.raises(ValueError, match="multiple of m"):
+        pruning.nm_mask(torch.ones(3, 6))
+    with pytest.raises(ValueError, match="n and m"):
+        pruning.nm_mask(torch.ones(3, 8), 5, 4)
+    with pytest.raises(TypeError, match="n must"):
+        pruning.nm_mask(torch.ones(3, 8), 0.5)
+    with pytest.raises(TypeError, match="weight"):
+        pruning.nm_mask([1.0, 2.0, 3.0, 4.0])
     for keep in (0.0, -1.0, 1.01):
         with pytest.raises(ValueError, match="keep"):
             pruning.structured_prune_mlp(model, keep)
