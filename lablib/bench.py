@@ -56,6 +56,24 @@ def latency(fn: Callable[[], object], warmup: int = 3, repeats: int = 20, cuda: 
     return Timing(statistics.median(times), pick(0.1), pick(0.9), repeats, times)
 
 
+def compare(fns: dict[str, Callable[[], object]], rounds: int = 3, warmup: int = 3, repeats: int = 20,
+            cuda: bool | None = None) -> dict[str, Timing]:
+    """Time several functions (name -> no-argument callable) in `rounds` interleaved rounds and
+    keep each one's best round: a neighbour's burst of work then slows one round of every
+    contender alike, instead of all the rounds of one of them."""
+    if not fns:
+        raise ValueError("fns must name at least one function")
+    if not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be a positive int, got {rounds!r}")
+    best: dict[str, Timing] = {}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t = latency(fn, warmup, repeats, cuda)
+            if name not in best or t.median_ms < best[name].median_ms:
+                best[name] = t
+    return best
+
+
 def throughput(fn: Callable[[], object], items: int, warmup: int = 3, repeats: int = 20, cuda: bool | None = None) -> float:
     """Items per second when one call of `fn()` processes `items` items (median call time)."""
     if not isinstance(items, int) or items < 1:

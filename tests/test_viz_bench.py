@@ -89,6 +89,26 @@ def test_latency_warms_up_and_repeats():
         bench.throughput(lambda: None, items=0)
 
 
+def test_compare_interleaves_rounds_and_keeps_the_best():
+    order = []
+    slow_once = iter([0.02] + [0.001] * 100)
+
+    def a():
+        order.append("a")
+        time.sleep(next(slow_once))
+
+    def b():
+        order.append("b")
+
+    out = bench.compare({"a": a, "b": b}, rounds=2, warmup=0, repeats=1, cuda=False)
+    assert order == ["a", "b", "a", "b"]  # interleaved, not all of a first
+    assert out["a"].median_ms < 10  # the disturbed first round of a was discarded
+    with pytest.raises(ValueError, match="rounds"):
+        bench.compare({"a": a}, rounds=0)
+    with pytest.raises(ValueError, match="fns"):
+        bench.compare({})
+
+
 def test_peak_memory_sees_an_allocation():
     def allocate():
         block = bytearray(200 * 2**20)

@@ -1,0 +1,311 @@
+"""ONNX export and ONNX Runtime: look inside an exported file, run it, check it against PyTorch.
+
+The export itself is `lablib.compat.onnx_export` (it picks the right exporter for your torch).
+This module holds what comes after it, in the order lab 07 uses it:
+
+  inspect(path)          what the file holds: opset, inputs/outputs (symbolic batch dim), ops
+  session(path, ...)     an onnxruntime.InferenceSession: provider, threads, graph optimisation
+  ort_predict(sess, x)   one batch through the session, back as a torch tensor
+  parity(model, ...)     the largest |eager - ONNX Runtime| difference, per batch size
+  ort_accuracy(...)      accuracy of the session over a DataLoader
+  quiet()                collects the exporter's progress lines and warnings instead of printing
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from lablib import config
+
+# The graph optimisation levels of ONNX Runtime, from none to every rewrite it knows:
+#   disabled  run the graph exactly as exported
+#   basic     graph-level clean-ups that keep the ops standard: constant folding, removing
+#             redundant nodes (Identity, Dropout at inference)
+#   extended  fusions into ORT's own ops, e.g. Conv + Relu -> FusedConv, Gemm + activation
+#   layout    (ORT >= 1.22) the extended rewrites plus layout changes; older ORT has no such level
+#   all       everything, including the NCHWc memory layout that suits the CPU's vector units
+LEVELS = {
+    name: getattr(ort.GraphOptimizationLevel, enum)
+    for name, enum in [
+        ("disabled", "ORT_DISABLE_ALL"),
+        ("basic", "ORT_ENABLE_BASIC"),
+        ("extended", "ORT_ENABLE_EXTENDED"),
+        ("layout", "ORT_ENABLE_LAYOUT"),
+        ("all", "ORT_ENABLE_ALL"),
+    ]
+    if hasattr(ort.GraphOptimizationLevel, enum)
+}
+
+# Short names for the execution providers a learner is likely to ask for.
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def _existing_file(path) -> Path:
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path must be a file path (str or Path), got {type(path).__name__}")
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"path {str(path)!r} is not a file: export the model first")
+    return path
+
+
+def inspect(path) -> dict:
+    """What an .onnx file holds, as a dict:
+
+    opset    the version of the standard operator set (domain "") the graph is written in
+    inputs   [{"name", "shape", "dtype"}]: a dimension is an int when fixed, its name (a str,
+             e.g. "batch") when symbolic, that is, left free for any size at run time
+    outputs  the same for the outputs
+    ops      {op type: count}, most frequent first (non-standard ops as "domain.Op")
+    nodes    total number of nodes; size_kb: the file's size
+    """
+    path = _existing_file(path)
+    model = onnx.load(str(path))
+
+    def describe(value_info) -> dict:
+        tensor = value_info.type.tensor_type
+        # each dim has either dim_value (a fixed int) or dim_param (a symbol such as "batch")
+        shape = [d.dim_param if d.dim_param else d.dim_value for d in tensor.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        return {"name": value_info.name, "shape": shape, "dtype": dtype}
+
+    # ops from outside the standard set carry their domain: com.microsoft.FusedConv is ORT's own
+    ops = Counter(node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+                  for node in model.graph.node)
+    return {
+        "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+        "inputs": [describe(v) for v in model.graph.input],
+        "outputs": [describe(v) for v in model.graph.output],
+        "ops": dict(ops.most_common()),
+        "nodes": len(model.graph.node),
+        "size_kb": path.stat().st_size / 1024,
+    }
+
+
+def session_options(threads: int | None = None, level: str = "all") -> ort.SessionOptions:
+    """SessionOptions with `threads` intra-op threads (the threads one operator, e.g. a big
+    Conv, is split over; None or 0 = ONNX Runtime's default, one per physical core) and the
+    graph optimisation `level` (a key of LEVELS)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+        raise ValueError(f"threads must be an int >= 0 or None, got {threads!r}")
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or 0
+    options.graph_optimization_level = LEVELS[level]
+    return options
+
+
+def describe_options(options: ort.SessionOptions | None) -> dict | None:
+    """The two settings lab 07 is about, as plain values (None passes through)."""
+    if options is None:
+        return None
+    if not isinstance(options, ort.SessionOptions):
+        raise TypeError(f"options must be an onnxruntime.SessionOptions, got {type(options).__name__}")
+    return {
+        "intra_op_num_threads": options.intra_op_num_threads,
+        "graph_optimization_level": options.graph_optimization_level.name,
+    }
+
+
+def provider_name(provider: str) -> str:
+    """'cuda' -> 'CUDAExecutionProvider'; full names pass through. ValueError for unknown
+    names, and for providers this onnxruntime build does not have (with what to install)."""
+    if not isinstance(provider, str):
+        raise TypeError(f"providers must be names (str), got {type(provider).__name__}")
+    name = PROVIDERS.get(provider.lower(), provider)
+    known = set(PROVIDERS.values()) | set(ort.get_all_providers())
+    if name not in known:
+        raise ValueError(f"provider {provider!r} is unknown; use one of {', '.join(PROVIDERS)} or a full name such as 'CPUExecutionProvider'")
+    available = ort.get_available_providers()
+    if name not in available:
+        hint = " (pip install onnxruntime-gpu, with a CUDA GPU and driver)" if name != "CPUExecutionProvider" else ""
+        raise ValueError(f"provider {name} is not available in this onnxruntime build{hint}; available: {', '.join(available)}")
+    return name
+
+
+def cuda_available() -> bool:
+    """Whether this onnxruntime build can run on an NVIDIA GPU (needs the onnxruntime-gpu package)."""
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def session(path, providers=None, threads: int | None = None, level: str = "all",
+            optimized_path=None) -> ort.InferenceSession:
+    """An onnxruntime.InferenceSession for the .onnx file at `path`.
+
+    providers      execution providers in order of preference ('cpu', 'cuda', 'tensorrt' or full
+                   names); default: the CPU only. ORT falls back along the list node by node.
+    threads        intra-op threads; default LAB_THREADS if set, else ORT's own default.
+    level          graph optimisation level: 'disabled', 'basic', 'extended', ('layout',) 'all'.
+    optimized_path where to save the graph *after* optimisation, to see what ORT rewrote.
+    """
+    path = _existing_file(path)
+    if providers is None:
+        providers = ["cpu"]
+    if isinstance(providers, str):
+        providers = [providers]
+    if not providers:
+        raise ValueError("providers must name at least one execution provider")
+    names = [provider_name(p) for p in providers]
+    options = session_options(config.threads() if threads is None else threads, level)
+    if optimized_path is not None:
+        options.optimized_model_filepath = str(optimized_path)
+        # saving an NCHWc-optimised graph makes ORT warn it is hardware specific: we know
+        options.log_severity_level = 3  # errors only
+    return ort.InferenceSession(str(path), sess_options=options, providers=names)
+
+
+def ort_predict(sess: ort.InferenceSession, x: torch.Tensor) -> torch.Tensor:
+    """Run one batch `x` through `sess` (single input, first output) and return a tensor."""
+    if not isinstance(sess, ort.InferenceSession):
+        raise TypeError(f"sess must be an onnxruntime.InferenceSession, got {type(sess).__name__}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    # ORT takes and returns NumPy arrays; float32 and contiguous, as the graph expects
+    feed = {sess.get_inputs()[0].name: x.detach().cpu().float().contiguous().numpy()}
+    return torch.from_numpy(sess.run(None, feed)[0])
+
+
+def _batch_sizes(batch_sizes) -> list[int]:
+    try:
+        sizes = list(batch_sizes)
+    except TypeError:
+        raise TypeError(f"batch_sizes must be a list of positive ints, got {type(batch_sizes).__name__}") from None
+    if not sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in sizes):
+        raise ValueError(f"batch_sizes must be a non-empty list of positive ints, got {batch_sizes!r}")
+    return sizes
+
+
+def parity(model: nn.Module, sess_or_path, batch_sizes=(1, 7, 64), x: torch.Tensor | None = None,
+           seed: int = 0) -> dict[int, float]:
+    """The largest absolute difference between eager PyTorch and ONNX Runtime, per batch size.
+
+    Inputs are the first `b` rows of `x` (real data) or, without `x`, uniform random inputs of
+    the file's input shape. Float32 kernels differ in summation order, so ~1e-6 is normal;
+    anything near 1e-2 means the graph computes something else.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    sizes = _batch_sizes(batch_sizes)
+    sess = sess_or_path if isinstance(sess_or_path, ort.InferenceSession) else session(sess_or_path)
+    if x is not None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor or None, got {type(x).__name__}")
+        if len(x) < max(sizes):
+            raise ValueError(f"x has {len(x)} rows, fewer than the largest batch size {max(sizes)}")
+    else:
+        shape = sess.get_inputs()[0].shape[1:]
+        if not all(isinstance(d, int) for d in shape):
+            raise ValueError(f"the input shape {shape} has symbolic dims beyond the batch: pass x")
+        x = torch.rand(max(sizes), *shape, generator=torch.Generator().manual_seed(seed))
+    was_training = model.training
+    model.eval()
+    diffs = {}
+    try:
+        with torch.inference_mode():
+            for b in sizes:
+                eager = model(x[:b]).float().cpu()
+                diffs[b] = (eager - ort_predict(sess, x[:b])).abs().max().item()
+    finally:
+        model.train(was_training)
+    return diffs
+
+
+def ort_accuracy(sess: ort.InferenceSession, loader) -> tuple[float, torch.Tensor]:
+    """Accuracy of the session over `loader` (batches of images, labels), and its predicted
+    class for every example, in loader order."""
+    predictions, labels = [], []
+    for x, y in loader:
+        predictions.append(ort_predict(sess, x).argmax(dim=1))
+        labels.append(y)
+    if not predictions:
+        raise ValueError("loader yielded no batches")
+    predicted = torch.cat(predictions)
+    return (predicted == torch.cat(labels)).float().mean().item(), predicted
+
+
+def latency_change(before, after) -> float:
+    """The article's way of stating a speed-up: the change of the median latency in percent,
+    negative when `after` is faster (-65 % means after takes 0.35x the time of before)."""
+    return 100.0 * (after.median_ms / before.median_ms - 1.0)
+
+
+@dataclass
+class Captured:
+    """What the exporter said while `quiet()` was on."""
+
+    progress: list[str] = field(default_factory=list)  # its printed progress lines
+    warnings: list[str] = field(default_factory=list)  # Python warnings and log records >= WARNING
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return f"export took {self.seconds:.1f} s; the exporter printed {len(self.progress)} progress lines and {len(self.warnings)} warnings"
+
+    def matching(self, *words: str) -> list[str]:
+        """The warnings that mention any of `words` (case-insensitive)."""
+        return [w for w in self.warnings if any(k.lower() in w.lower() for k in words)]
+
+
+class _Collect(logging.Handler):
+    def __init__(self, into: list[str]):
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = f"{record.levelname} {record.name}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f"\n  ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+        self.into.append(text)
+
+
+# the loggers the dynamo exporter and its ONNX helpers write to
+_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir")
+
+
+@contextlib.contextmanager
+def quiet():
+    """Collect the exporter's output instead of letting it scroll past: the progress lines it
+    prints, Python warnings, and log records at WARNING or above. Errors are not caught: an
+    exception inside the block propagates as usual.
+
+        with onnx_export.quiet() as said:
+            compat.onnx_export(model, example, path)
+        print(said.summary()); print(said.warnings)
+    """
+    said = Captured()
+    handler = _Collect(said.warnings)
+    saved = []
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.handlers, logger.propagate))
+        logger.handlers = [handler]  # in place of torch's own stderr printer, for the block
+        logger.propagate = False  # and not passed on to the root logger's printer either
+    out = io.StringIO()
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out):
+            warnings.simplefilter("always")
+            yield said
+    finally:
+        said.seconds = time.perf_counter() - start
+        for logger, handlers, propagate in saved:
+            logger.handlers, logger.propagate = handlers, propagate
+        said.progress += [line for line in out.getvalue().splitlines() if line.strip()]
+        said.warnings += [f"{w.category.__name__}: {w.message}" for w in caught]
+

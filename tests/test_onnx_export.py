@@ -1,0 +1,203 @@
+import logging
+import statistics
+import warnings
+
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from lablib import bench, compat, data, models, onnx_export
+
+
+class TwoLayer(nn.Module):
+    """A tiny MLP on 8x8 images: exports in about a second."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """One SmallCNN exported once (dynamo exporter where available, dynamic batch)."""
+    torch.manual_seed(0)
+    model = models.SmallCNN(width=4).eval()
+    path = tmp_path_factory.mktemp("onnx") / "cnn.onnx"
+    with onnx_export.quiet() as said:
+        compat.onnx_export(model, torch.rand(1, 1, 8, 8), path)
+    return model, path, said
+
+
+def test_inspect_reports_symbolic_batch_and_ops(exported):
+    _, path, _ = exported
+    info = onnx_export.inspect(path)
+    onnx.checker.check_model(onnx.load(str(path)))
+    batch, *rest = info["inputs"][0]["shape"]
+    assert isinstance(batch, str) and batch  # a named, symbolic dim
+    assert rest == [1, 8, 8]
+    assert info["inputs"][0]["name"] == "input" and info["inputs"][0]["dtype"] == "float32"
+    assert info["outputs"][0]["name"] == "output"
+    assert isinstance(info["outputs"][0]["shape"][0], str) and info["outputs"][0]["shape"][1] == 10
+    assert info["ops"]["Conv"] == 3 and info["ops"]["Relu"] == 3 and "Gemm" in info["ops"]
+    assert info["nodes"] == sum(info["ops"].values())
+    assert isinstance(info["opset"], int) and info["opset"] >= 13
+    assert info["size_kb"] > 0
+
+
+def test_parity_at_several_batch_sizes(exported):
+    model, path, _ = exported
+    diffs = onnx_export.parity(model, path, batch_sizes=(1, 7, 64))
+    assert set(diffs) == {1, 7, 64}
+    assert all(0 <= d < 1e-4 for d in diffs.values()), diffs
+    # with real data, through an existing session
+    x = data.digits().test.x
+    diffs = onnx_export.parity(model, onnx_export.session(path), [1, 7, 64], x=x)
+    assert max(diffs.values()) < 1e-4
+    assert not model.training
+
+
+def test_parity_catches_a_different_model(exported):
+    _, path, _ = exported
+    other = models.SmallCNN(width=4)  # fresh weights: not what the file holds
+    assert max(onnx_export.parity(other, path, [7]).values()) > 1e-3
+
+
+def test_ort_predict_and_accuracy_match_eager(exported):
+    model, path, _ = exported
+    sess = onnx_export.session(path)
+    x = torch.rand(5, 1, 8, 8)
+    out = onnx_export.ort_predict(sess, x)
+    assert isinstance(out, torch.Tensor) and out.shape == (5, 10)
+    assert torch.allclose(out, model(x).detach(), atol=1e-4)
+    ds = data.digits().test
+    acc, predicted = onnx_export.ort_accuracy(sess, data.loader(ds, batch_size=50))
+    with torch.no_grad():
+        eager_pred = model(ds.x).argmax(1)
+    assert predicted.shape == (len(ds),)
+    assert (predicted == eager_pred).float().mean().item() > 0.99
+    assert acc == pytest.approx((predicted == ds.y).float().mean().item())
+
+
+def test_session_options_are_applied(exported):
+    _, path, _ = exported
+    for threads, level, enum in [(1, "disabled", "ORT_DISABLE_ALL"), (2, "extended", "ORT_ENABLE_EXTENDED"),
+                                 (1, "all", "ORT_ENABLE_ALL")]:
+        sess = onnx_export.session(path, threads=threads, level=level)
+        got = onnx_export.describe_options(sess.get_session_options())
+        assert got == {"intra_op_num_threads": threads, "graph_optimization_level": enum}
+        assert sess.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_session_threads_follow_lab_threads(exported, monkeypatch):
+    _, path, _ = exported
+    monkeypatch.setenv("LAB_THREADS", "1")
+    assert onnx_export.session(path).get_session_options().intra_op_num_threads == 1
+    monkeypatch.delenv("LAB_THREADS")
+    assert onnx_export.session(path).get_session_options().intra_op_num_threads == 0  # ORT's default
+
+
+def test_optimised_graph_is_saved_and_fuses(exported, tmp_path):
+    _, path, _ = exported
+    out = tmp_path / "opt.onnx"
+    onnx_export.session(path, level="extended", optimized_path=out)
+    ops = onnx_export.inspect(out)["ops"]
+    assert "com.microsoft.FusedConv" in ops and "Relu" not in ops  # Conv + Relu fused
+    out = tmp_path / "none.onnx"
+    onnx_export.session(path, level="disabled", optimized_path=out)
+    assert onnx_export.inspect(out)["ops"] == onnx_export.inspect(path)["ops"]
+
+
+def test_session_options_reference():
+    opts = onnx_export.session_options(3, "basic")
+    assert isinstance(opts, ort.SessionOptions)
+    assert onnx_export.describe_options(opts) == {"intra_op_num_threads": 3, "graph_optimization_level": "ORT_ENABLE_BASIC"}
+    assert onnx_export.session_options(None, "all").intra_op_num_threads == 0
+    assert onnx_export.describe_options(None) is None
+    assert set(onnx_export.LEVELS) >= {"disabled", "basic", "extended", "all"}
+
+
+def _timing(ms):
+    return bench.Timing(statistics.median(ms), min(ms), max(ms), len(ms), list(ms))
+
+
+def test_latency_change():
+    assert onnx_export.latency_change(_timing([2.0, 2.0]), _timing([0.7, 0.7])) == pytest.approx(-65.0)
+    assert onnx_export.latency_change(_timing([1.0, 3.0, 1.0]), _timing([2.0])) == pytest.approx(100.0)
+
+
+def test_quiet_collects_exporter_output_and_restores_logging(tmp_path, capsys):
+    torch_onnx = logging.getLogger("torch.onnx")
+    before = (list(torch_onnx.handlers), torch_onnx.propagate)
+    with onnx_export.quiet() as said:
+        print("progress line")
+        logging.getLogger("torch.onnx.some_module").warning("a warning")
+        logging.getLogger("onnxscript").info("below WARNING: dropped")
+        warnings.warn("a python warning", UserWarning, stacklevel=1)
+    assert capsys.readouterr().out == ""
+    assert said.progress == ["progress line"]
+    assert said.warnings == ["WARNING torch.onnx.some_module: a warning", "UserWarning: a python warning"]
+    assert said.matching("PYTHON") == ["UserWarning: a python warning"]
+    assert (list(torch_onnx.handlers), torch_onnx.propagate) == before
+    assert "progress lines" in said.summary()
+
+
+def test_quiet_does_not_swallow_errors():
+    with pytest.raises(RuntimeError, match="boom"), onnx_export.quiet():
+        raise RuntimeError("boom")
+
+
+def test_exported_model_was_quiet(exported):
+    _, _, said = exported
+    if compat.dynamo_exporter_available():
+        assert said.progress, "the dynamo exporter's progress lines were collected"
+
+
+def test_torchscript_export_of_mlp_has_symbolic_batch(tmp_path):
+    model = TwoLayer().eval()
+    with onnx_export.quiet() as said:
+        path = compat.onnx_export(model, torch.rand(2, 1, 8, 8), tmp_path / "mlp.onnx", dynamo=False, opset=13)
+    info = onnx_export.inspect(path)
+    assert info["opset"] == 13
+    assert isinstance(info["inputs"][0]["shape"][0], str)
+    assert max(onnx_export.parity(model, path, [1, 3]).values()) < 1e-5
+    assert said.matching("deprecat") or compat.TORCH < (2, 9)
+
+
+def test_bad_inputs_name_the_argument(exported, tmp_path):
+    model, path, _ = exported
+    with pytest.raises(ValueError, match="path"):
+        onnx_export.inspect(tmp_path / "missing.onnx")
+    with pytest.raises(TypeError, match="path"):
+        onnx_export.session(123)
+    with pytest.raises(ValueError, match="provider 'nope' is unknown"):
+        onnx_export.session(path, providers=["nope"])
+    with pytest.raises(ValueError, match="providers"):
+        onnx_export.session(path, providers=[])
+    if not onnx_export.cuda_available():
+        with pytest.raises(ValueError, match="onnxruntime-gpu"):
+            onnx_export.session(path, providers="cuda")
+    with pytest.raises(ValueError, match="level"):
+        onnx_export.session(path, level="max")
+    with pytest.raises(ValueError, match="threads"):
+        onnx_export.session_options(-1)
+    with pytest.raises(ValueError, match="batch_sizes"):
+        onnx_export.parity(model, path, batch_sizes=[])
+    with pytest.raises(ValueError, match="batch_sizes"):
+        onnx_export.parity(model, path, batch_sizes=[1, 0])
+    with pytest.raises(TypeError, match="batch_sizes"):
+        onnx_export.parity(model, path, batch_sizes=7)
+    with pytest.raises(ValueError, match="x has 3 rows"):
+        onnx_export.parity(model, path, batch_sizes=[1, 7], x=torch.rand(3, 1, 8, 8))
+    with pytest.raises(TypeError, match="model"):
+        onnx_export.parity(lambda x: x, path)
+    with pytest.raises(TypeError, match="sess"):
+        onnx_export.ort_predict(str(path), torch.rand(1, 1, 8, 8))
+    with pytest.raises(TypeError, match="x"):
+        onnx_export.ort_predict(onnx_export.session(path), [[0.0]])
+    with pytest.raises(TypeError, match="options"):
+        onnx_export.describe_options({"threads": 1})
