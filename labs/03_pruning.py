@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -347,12 +349,13 @@ contenders = {
     f"structured {cfg.keep:.0%}": structured,
 }
 x = torch.rand(cfg.bench_batch, 1, 8, 8, device=device)
-latency, size = {}, {}
-with torch.inference_mode():
-    for name, model in contenders.items():
-        model.eval()
-        latency[name] = bench.latency(lambda m=model: m(x), warmup=5, repeats=cfg.bench_repeats).median_ms
-        size[name] = pruning.size_bytes(model)
+for model in contenders.values():
+    model.eval()
+with torch.inference_mode():  # interleaved rounds: a busy moment slows every contender alike
+    timings = bench.compare({name: (lambda m=model: m(x)) for name, model in contenders.items()},
+                            rounds=3, warmup=5, repeats=cfg.bench_repeats)
+latency = {name: t.median_ms for name, t in timings.items()}
+size = {name: pruning.size_bytes(model) for name, model in contenders.items()}
 
 print(f"{'model':<16} {'params':>10} {'sparsity':>9} {'latency':>10} {'raw file':>10} {'zlib':>10}")
 for name, model in contenders.items():
