@@ -3,8 +3,10 @@ so the labs read the same on every supported version."""
 
 from __future__ import annotations
 
+import copy
 import inspect
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -98,3 +100,26 @@ def onnx_export(
     finally:
         model.train(was_training)
     return path
+
+
+def int8_dynamic(model: nn.Module) -> tuple[nn.Module | None, str]:
+    """A copy of `model` with its Linear layers quantized to int8 (dynamic activations) by
+    PyTorch itself, and which API did it: torchao where installed (the current one), else the
+    deprecated torch.ao.quantization while it still exists, else (None, why not)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    try:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+    except ImportError:
+        pass
+    else:
+        quantized = copy.deepcopy(model)
+        quantize_(quantized, Int8DynamicActivationInt8WeightConfig())
+        return quantized, "torchao"
+    legacy = getattr(getattr(torch, "ao", None), "quantization", None)
+    if legacy is None or not hasattr(legacy, "quantize_dynamic"):
+        return None, "neither torchao (pip install torchao) nor torch.ao.quantization is available"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the lab says it is deprecated
+        quantized = legacy.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+    return quantized, "torch.ao.quantization (deprecated; torchao is not installed)"

@@ -108,3 +108,18 @@ def test_show_prints_source_with_location(capsys):
     assert "class SmallCNN" in source(models.SmallCNN)
     with pytest.raises(TypeError, match="show"):
         source(3)
+
+
+def test_int8_dynamic_quantizes_linear_layers_or_says_why():
+    torch.manual_seed(0)
+    model = models.MLP(64, hidden=(32,), num_classes=10).eval()
+    quantized, path = compat.int8_dynamic(model)
+    if quantized is None:
+        assert "available" in path
+        return
+    x = torch.randn(16, 1, 8, 8)
+    assert type(quantized.net[1]) is not torch.nn.Linear  # replaced by a quantized Linear
+    assert type(model.net[1]) is torch.nn.Linear  # the original is untouched
+    assert (quantized(x) - model(x)).abs().max().item() < 0.05
+    with pytest.raises(TypeError, match="model"):
+        compat.int8_dynamic("mlp")

@@ -1,0 +1,182 @@
+"""INT8 quantization: the arithmetic, ONNX Runtime's two recipes, and quantization-aware training.
+
+In the order lab 08 uses it:
+
+  quantize_tensor / dequantize   the affine map float <-> int8 every recipe is built on
+  symmetric_scale(x, bits)       the scale that maps a tensor's largest |value| to the top int
+  dynamic(src, dst)              weights stored as int8; activations quantized on the fly, per call
+  ImageReader                    calibration batches for static quantization
+  static(src, dst, images, fmt)  weights *and* activations int8, ranges calibrated beforehand;
+                                 fmt "qdq" (QuantizeLinear/DequantizeLinear around float ops)
+                                 or "qoperator" (ORT's own integer ops: QLinearConv, ...)
+  fake_quantize / qat(model)     quantization-aware training with a straight-through estimator
+  file_size(path)                bytes on disk
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    QuantFormat,
+    QuantType,
+    quant_pre_process,
+    quantize_dynamic,
+    quantize_static,
+)
+from torch import nn
+from torch.nn.utils import parametrize
+
+FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
+
+
+# --- the arithmetic -------------------------------------------------------------------------
+
+def quantize_tensor(x: torch.Tensor, scale: float, zero_point: int = 0, bits: int = 8) -> torch.Tensor:
+    """q = clamp(round(x / scale) + zero_point) into the signed range of `bits` bits
+    ([-128, 127] for 8): what ONNX's QuantizeLinear computes (as int, in a float tensor)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale!r}")
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return torch.clamp(torch.round(x / scale) + zero_point, lo, hi)
+
+
+def dequantize(q: torch.Tensor, scale: float, zero_point: int = 0) -> torch.Tensor:
+    """x ~ (q - zero_point) * scale: what DequantizeLinear computes."""
+    return (q - zero_point) * scale
+
+
+def symmetric_scale(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    """Symmetric per-tensor scale (zero point 0): the largest |x| maps to 2**(bits-1) - 1
+    (127 for int8). A tiny floor keeps an all-zero tensor from dividing by zero."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not isinstance(bits, int) or not 2 <= bits <= 16:
+        raise ValueError(f"bits must be an int in [2, 16], got {bits!r}")
+    return x.detach().abs().max().clamp_min(1e-12) / (2 ** (bits - 1) - 1)
+
+
+# --- ONNX Runtime ---------------------------------------------------------------------------
+
+def _existing(path, name: str = "src") -> Path:
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"{name} must be a file path (str or Path), got {type(path).__name__}")
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{name} {str(path)!r} is not a file: export the fp32 model first")
+    return path
+
+
+def file_size(path) -> int:
+    """Size of the file at `path` in bytes."""
+    return _existing(path, "path").stat().st_size
+
+
+class ImageReader(CalibrationDataReader):
+    """Feeds `images` (N, C, H, W) to the calibrator in batches: {input_name: float32 array}
+    per get_next() call, None when done. rewind() starts again (ORT may read twice)."""
+
+    def __init__(self, images: torch.Tensor, input_name: str = "input", batch_size: int = 64):
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"calibration images must be a torch.Tensor, got {type(images).__name__}")
+        if len(images) == 0:
+            raise ValueError("calibration images are empty: static quantization needs representative inputs")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        array = images.detach().cpu().float().contiguous().numpy()
+        self.batches = [{input_name: array[i:i + batch_size]} for i in range(0, len(array), batch_size)]
+        self.rewind()
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self.batches)
+
+
+def dynamic(src, dst) -> Path:
+    """Dynamic quantization: weights of MatMul/Gemm/Conv... become int8 in the file; at run time
+    each activation is quantized on the fly with a range measured on that very call (no
+    calibration data, but extra work per call: find min/max, quantize, dequantize)."""
+    src, dst = _existing(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "preprocessed.onnx"
+        quant_pre_process(str(src), str(pre))  # shape inference + clean-ups, see static()
+        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8)
+    return dst
+
+
+def static(src, dst, calibration_images: torch.Tensor, fmt: str = "qdq", per_channel: bool = False) -> Path:
+    """Static quantization: the activation ranges are measured once, on calibration images, and
+    frozen into the file, so at run time nothing is measured.
+
+    First quant_pre_process: symbolic shape inference and graph clean-ups (folding constants,
+    fusing e.g. Conv+BatchNorm) so the quantizer sees the graph ORT will run. Then
+    quantize_static with MinMax calibration in the chosen format:
+      "qdq"        QuantizeLinear -> DequantizeLinear pairs around the original float ops;
+                   ORT fuses each pattern into an integer kernel when it has one
+      "qoperator"  the ops replaced by integer ones (QLinearConv, QLinearMatMul, ...)
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    src, dst = _existing(src), Path(dst)
+    reader = ImageReader(calibration_images)  # validates the images before any work
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "preprocessed.onnx"
+        quant_pre_process(str(src), str(pre))
+        # int8 weights; activations int8 for QDQ, uint8 for QOperator: ORT's x86 integer kernels
+        # (QLinearConv, QGemm) are fast for uint8 x int8 and slow for int8 x int8
+        activations = QuantType.QInt8 if fmt == "qdq" else QuantType.QUInt8
+        quantize_static(str(pre), str(dst), reader, quant_format=FORMATS[fmt], per_channel=per_channel,
+                        activation_type=activations, weight_type=QuantType.QInt8)
+    return dst
+
+
+# --- quantization-aware training ------------------------------------------------------------
+
+def fake_quantize(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    """Round `x` to the symmetric int grid and back, in float ("fake" quantization), with a
+    straight-through estimator: the forward pass sees the rounded values, the backward pass
+    treats rounding as the identity (round() has zero gradient almost everywhere)."""
+    scale = symmetric_scale(x, bits)
+    rounded = dequantize(quantize_tensor(x, scale.item(), 0, bits), scale)
+    return x + (rounded - x).detach()  # value: rounded; gradient: that of x
+
+
+class FakeQuant(nn.Module):
+    """A parametrization: the layer's weight, as the forward pass sees it, is fake-quantized."""
+
+    def __init__(self, bits: int = 8):
+        super().__init__()
+        self.bits = bits
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return fake_quantize(weight, self.bits)
+
+
+def qat(model: nn.Module, bits: int = 8) -> nn.Module:
+    """Make every Linear and Conv2d weight fake-quantized (in place) so that training learns
+    weights that survive rounding to `bits` bits. Undo with `freeze(model)`."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)) and not parametrize.is_parametrized(m, "weight"):
+            parametrize.register_parametrization(m, "weight", FakeQuant(bits))
+    return model
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Replace each fake-quantized weight by its rounded value, a plain parameter again, so the
+    model exports like any other (its weights now lie exactly on the int grid)."""
+    for m in model.modules():
+        if parametrize.is_parametrized(m, "weight"):
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+    return model

@@ -1,0 +1,133 @@
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from lablib import compat, models, onnx_export, quantize
+
+
+class Wide(nn.Module):
+    """A Linear-heavy net on 8x8 images: almost all of its file is weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A random-weight Wide net exported once, and its three INT8 versions."""
+    torch.manual_seed(0)
+    model = Wide().eval()
+    folder = tmp_path_factory.mktemp("q")
+    src = folder / "fp32.onnx"
+    with onnx_export.quiet():
+        compat.onnx_export(model, torch.rand(2, 1, 8, 8), src)
+    calib = torch.rand(96, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    out = {"fp32": src, "dynamic": quantize.dynamic(src, folder / "dyn.onnx")}
+    for fmt in quantize.FORMATS:
+        out[fmt] = quantize.static(src, folder / f"{fmt}.onnx", calib, fmt=fmt)
+    return model, out
+
+
+def _ops(path):
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def test_int8_files_are_at_least_3x_smaller(files):
+    _, f = files
+    for kind in ("dynamic", "qdq", "qoperator"):
+        assert quantize.file_size(f["fp32"]) >= 3 * quantize.file_size(f[kind]), kind
+
+
+def test_int8_outputs_close_to_fp32(files):
+    model, f = files
+    x = torch.rand(200, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = model(x)
+    for kind in ("dynamic", "qdq", "qoperator"):
+        got = onnx_export.ort_predict(onnx_export.session(f[kind]), x)
+        assert (got - ref).abs().max().item() < 0.15 * ref.abs().max().item(), kind  # random logits: small, near-tied
+        assert (got.argmax(1) == ref.argmax(1)).float().mean().item() >= 0.85, kind
+
+
+def test_graph_formats(files):
+    _, f = files
+    assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(f["qdq"])
+    assert "Gemm" in _ops(f["qdq"]) or "MatMul" in _ops(f["qdq"])  # the float op stays, wrapped
+    qop = _ops(f["qoperator"])
+    assert qop & {"QGemm", "QLinearMatMul", "QLinearConv"}, qop
+    assert "DequantizeLinear" not in _ops(f["dynamic"]) and "DynamicQuantizeLinear" in _ops(f["dynamic"])
+
+
+def test_static_cnn_has_qlinearconv(tmp_path):
+    src = tmp_path / "cnn.onnx"
+    with onnx_export.quiet():
+        compat.onnx_export(models.SmallCNN(width=4).eval(), torch.rand(2, 1, 8, 8), src)
+    dst = quantize.static(src, tmp_path / "q.onnx", torch.rand(8, 1, 8, 8), fmt="qoperator")
+    assert "QLinearConv" in _ops(dst)
+
+
+def test_reader_yields_batches_then_none_and_rewinds():
+    x = torch.rand(10, 1, 8, 8)
+    reader = quantize.ImageReader(x, input_name="pixels", batch_size=4)
+    feeds = []
+    while (feed := reader.get_next()) is not None:
+        feeds.append(feed)
+    assert [list(f) for f in feeds] == [["pixels"]] * 3
+    assert [f["pixels"].shape[0] for f in feeds] == [4, 4, 2]
+    assert feeds[0]["pixels"].dtype.name == "float32"
+    assert torch.equal(torch.from_numpy(feeds[2]["pixels"]), x[8:])
+    reader.rewind()
+    assert reader.get_next()["pixels"].shape == (4, 1, 8, 8)
+
+
+def test_bad_inputs_raise(tmp_path, files):
+    _, f = files
+    with pytest.raises(ValueError, match="fmt"):
+        quantize.static(f["fp32"], tmp_path / "x.onnx", torch.rand(4, 1, 8, 8), fmt="int4")
+    with pytest.raises(ValueError, match="not a file"):
+        quantize.dynamic(tmp_path / "missing.onnx", tmp_path / "x.onnx")
+    with pytest.raises(ValueError, match="empty"):
+        quantize.static(f["fp32"], tmp_path / "x.onnx", torch.empty(0, 1, 8, 8))
+    with pytest.raises(TypeError, match="calibration"):
+        quantize.ImageReader([[0.0]])
+    with pytest.raises(TypeError, match="src"):
+        quantize.dynamic(123, tmp_path / "x.onnx")
+    with pytest.raises(ValueError, match="scale"):
+        quantize.quantize_tensor(torch.ones(3), 0.0)
+    with pytest.raises(ValueError, match="bits"):
+        quantize.symmetric_scale(torch.ones(3), bits=1)
+
+
+def test_quantize_dequantize_roundtrip():
+    x = torch.tensor([-1.0, -0.5, 0.0, 0.26, 1.0, 3.0])
+    scale = quantize.symmetric_scale(x[:-1]).item()  # max |x| = 1 -> 1/127
+    assert scale == pytest.approx(1 / 127)
+    q = quantize.quantize_tensor(x, scale)
+    assert q.tolist() == [-127, -64, 0, 33, 127, 127]  # 3.0 clips to the top of the range
+    err = (quantize.dequantize(q, scale)[:-1] - x[:-1]).abs().max().item()
+    assert err <= scale / 2 + 1e-7
+    assert quantize.quantize_tensor(torch.tensor([0.0]), 0.1, zero_point=5).item() == 5
+
+
+def test_fake_quantize_straight_through_and_qat_freeze():
+    x = torch.randn(50, requires_grad=True)
+    y = quantize.fake_quantize(x, bits=4)
+    scale = quantize.symmetric_scale(x, 4)
+    assert torch.allclose(y / scale, torch.round(y / scale), atol=1e-4)  # on the 4-bit grid
+    assert len(torch.unique(y.detach())) <= 15
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones(50))  # straight through
+    model = quantize.qat(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)), bits=4)
+    out = model(torch.randn(3, 8))
+    out.sum().backward()
+    assert model[0].parametrizations.weight.original.grad is not None
+    quantize.freeze(model)
+    w = model[0].weight
+    assert isinstance(w, nn.Parameter) and len(torch.unique(w.detach())) <= 15
+    with pytest.raises(TypeError):
+        quantize.qat("not a model")
