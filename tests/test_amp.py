@@ -1,0 +1,127 @@
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from lablib import amp, compat, models
+
+
+def test_cpu_bf16_autocast_runs_conv_and_linear_in_bf16_and_the_loss_in_fp32():
+    model = models.SmallCNN(width=4)
+    rows = amp.autocast_dtypes(model, torch.randn(3, 1, 8, 8), "cpu", "bf16", y=torch.tensor([0, 1, 2]))
+    by_type = {}
+    for _, kind, dtype in rows:
+        by_type.setdefault(kind, set()).add(dtype)
+    assert by_type["Conv2d"] == {"bfloat16"}
+    assert by_type["Linear"] == {"bfloat16"}
+    assert by_type["ReLU"] == {"bfloat16"}  # not on autocast's lists: follows its input
+    assert by_type["cross_entropy"] == {"float32"}  # on the fp32 list
+    assert [r[0] for r in rows][:2] == ["features.0", "features.1"]  # call order
+    # fp32 means no autocast; and the hooks are removed afterwards
+    assert {d for *_, d in amp.autocast_dtypes(model, torch.randn(2, 1, 8, 8), "cpu", "fp32")} == {"float32"}
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_mse_loss_is_kept_in_fp32_under_cpu_autocast():
+    with amp.autocast("cpu", torch.bfloat16):
+        h = nn.Linear(4, 4)(torch.randn(2, 4))
+        assert h.dtype == torch.bfloat16
+        assert nn.functional.mse_loss(h, torch.zeros(2, 4)).dtype == torch.float32
+
+
+def test_small_gradients_underflow_in_fp16_and_a_loss_scale_rescues_them():
+    grads = torch.full((1000,), 1e-8)
+    assert amp.underflow_fraction(grads, scale=1.0, dtype="fp16") == 1.0
+    assert amp.underflow_fraction(grads, scale=2.0**16, dtype="fp16") == 0.0
+    assert amp.underflow_fraction(grads, scale=1.0, dtype="bf16") == 0.0  # fp32's exponent range
+    mixed = torch.tensor([1e-2, 1e-9, 0.0, 1e-3])  # zeros are not counted
+    assert amp.underflow_fraction(mixed) == pytest.approx(1 / 3)
+    assert amp.underflow_fraction(torch.zeros(5)) == 0.0
+
+
+def test_grad_scaler_skips_a_step_with_inf_gradients_and_lowers_the_scale():
+    scaler = compat.grad_scaler("cpu")
+    assert scaler.is_enabled()  # torch.amp.GradScaler("cpu") works off CUDA
+    p = nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([p], lr=1.0)
+    before = scaler.get_scale()
+    scaler.scale((p * float("inf")).sum()).backward()
+    scaler.step(opt)
+    scaler.update()
+    assert torch.equal(p.detach(), torch.ones(3)), "the step with inf gradients must be skipped"
+    assert scaler.get_scale() == before / 2
+    opt.zero_grad()
+    scaler.scale(p.sum()).backward()
+    scaler.step(opt)
+    scaler.update()
+    assert torch.allclose(p.detach(), torch.zeros(3)), "a finite step is applied, unscaled"
+
+
+def test_deprecated_cuda_scaler_warns_and_disables_itself_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("on a CUDA machine the old scaler stays enabled")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scaler = torch.cuda.amp.GradScaler()
+    assert not scaler.is_enabled()
+    assert any(issubclass(w.category, FutureWarning) for w in caught)
+
+
+def test_train_step_lowers_the_loss_in_bf16_and_fp16():
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    for dtype in ("bf16", "fp16", "fp32"):
+        step = amp.step_fn(models.SmallCNN(width=4), x, y, "cpu", dtype, lr=1e-2)
+        first = step().item()
+        for _ in range(20):
+            last = step().item()
+        assert last < first, dtype
+    timing = amp.train_step_ms(models.SmallCNN(width=4), x, y, "cpu", "bf16", warmup=0, repeats=2)
+    assert timing.repeats == 2 and timing.median_ms > 0
+
+
+def test_supports():
+    assert amp.supports("cpu", "fp32") and amp.supports("cpu", "bf16")
+    assert amp.supports(torch.device("cpu"), torch.float16)
+    assert amp.supports("cuda", "fp16") == torch.cuda.is_available()
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: amp.supports("tpu", "bf16"), "device"),
+        (lambda: amp.supports("cpu", "int8"), "dtype"),
+        (lambda: amp.supports("cpu", torch.int8), "dtype"),
+        (lambda: amp.underflow_fraction(torch.ones(3), scale=0), "scale"),
+        (lambda: amp.autocast_dtypes(models.SmallCNN(width=4), torch.randn(1, 1, 8, 8), "cpu", "half"), "dtype"),
+    ],
+)
+def test_bad_input_raises_value_error_naming_the_argument(call, name):
+    with pytest.raises(ValueError, match=name):
+        call()
+
+
+def test_bad_types_raise_type_error():
+    with pytest.raises(TypeError, match="grads"):
+        amp.underflow_fraction([1e-8])
+    with pytest.raises(TypeError, match="model"):
+        amp.autocast_dtypes("net", torch.randn(1, 1, 8, 8), "cpu", "bf16")
+
+
+def test_min_loss_scale_is_the_smallest_power_of_two_that_saves_every_gradient():
+    grads = torch.tensor([1e-3, 1e-9, 0.0])
+    scale = amp.min_loss_scale(grads)
+    assert amp.underflow_fraction(grads, scale) == 0.0 and amp.underflow_fraction(grads, scale / 2) > 0
+    assert amp.min_loss_scale(torch.tensor([1e-2, 1e-3])) == 1.0
+    assert amp.min_loss_scale(torch.tensor([1e-20]), "bf16") == 1.0
+
+
+def test_round_to_bf16_matches_torch_and_rounds_ties_to_even():
+    x = torch.randn(10_000) * 10.0 ** torch.randint(-30, 30, (10_000,)).float()
+    x = torch.cat([x, torch.tensor([0.0, -0.0, 1.0, -2.5, 3.4e38])])
+    assert torch.equal(amp.round_to_bf16(x), x.to(torch.bfloat16).float())
+    tie = torch.tensor([1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8])  # exactly halfway between bf16 neighbours
+    assert amp.round_to_bf16(tie).tolist() == [1.0, 1.0 + 4 * 2.0**-8]
+    with pytest.raises(TypeError, match="x"):
+        amp.round_to_bf16(torch.ones(2, dtype=torch.float64))
