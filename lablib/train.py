@@ -167,7 +167,7 @@ def fit(
 
     optimizer: 'adam' | 'adamw' | 'sgd' (momentum 0.9) | a torch.optim.Optimizer.
     schedule: None (constant lr) or 'cosine' (decays to 0 over all steps).
-    amp: None | 'bf16' | 'fp16' (fp16 uses a GradScaler on CUDA; see lab 04).
+    amp: None | 'bf16' | 'fp16' (fp16 always uses a GradScaler, on any device; see lab 04).
     grad_clip: clip the total gradient norm to this value.
     monitor: a GradNormMonitor that records per-layer gradient norms each step.
     compute_loss: f(model, x, y) -> loss, to replace cross-entropy (train accuracy is then NaN).
@@ -185,7 +185,7 @@ def fit(
     opt = _make_optimizer(optimizer, model, lr, weight_decay)
     total = epochs * len(train_loader)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if schedule == "cosine" else None
-    use_scaler = amp == "fp16" and device.type == "cuda"  # bf16 has fp32's range: no scaling needed
+    use_scaler = amp == "fp16"  # fp16 gradients underflow without it; bf16 has fp32's range
     scaler = compat.grad_scaler(device.type, enabled=use_scaler)
     history = History()
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=True)
