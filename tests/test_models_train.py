@@ -162,3 +162,19 @@ def test_plain_deep_net_gradient_vanishes_and_fixes_restore_it():
         ratios[name] = norms[1] / norms[-2]  # first block vs last block
     assert ratios["plain"] < 1e-4
     assert ratios["bn+res"] > 1e-2
+
+
+def test_fit_fp16_uses_a_grad_scaler_on_cpu_too(monkeypatch):
+    made = []
+    real = train.compat.grad_scaler
+
+    def spy(device, enabled=True):
+        made.append((device, enabled))
+        return real(device, enabled=enabled)
+
+    monkeypatch.setattr(train.compat, "grad_scaler", spy)
+    config.seed_everything(0)
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    h = train.fit(models.SmallCNN(), [(x, y)], epochs=30, lr=3e-3, amp="fp16", progress=False)
+    assert made == [("cpu", True)]
+    assert h["train_loss"][-1] < 0.5 * h["train_loss"][0]
