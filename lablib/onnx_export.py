@@ -56,12 +56,13 @@ PROVIDERS = {
 }
 
 
-def _existing_file(path) -> Path:
+def existing_file(path, name: str = "path") -> Path:
+    """`path` as a Path, or a clear error naming the argument when no such file exists."""
     if not isinstance(path, (str, Path)):
-        raise TypeError(f"path must be a file path (str or Path), got {type(path).__name__}")
+        raise TypeError(f"{name} must be a file path (str or Path), got {type(path).__name__}")
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"path {str(path)!r} is not a file: export the model first")
+        raise ValueError(f"{name} {str(path)!r} is not a file: export the model first")
     return path
 
 
@@ -75,7 +76,7 @@ def inspect(path) -> dict:
     ops      {op type: count}, most frequent first (non-standard ops as "domain.Op")
     nodes    total number of nodes; size_kb: the file's size
     """
-    path = _existing_file(path)
+    path = existing_file(path)
     model = onnx.load(str(path))
 
     def describe(value_info) -> dict:
@@ -155,7 +156,7 @@ def session(path, providers=None, threads: int | None = None, level: str = "all"
     level          graph optimisation level: 'disabled', 'basic', 'extended', ('layout',) 'all'.
     optimized_path where to save the graph *after* optimisation, to see what ORT rewrote.
     """
-    path = _existing_file(path)
+    path = existing_file(path)
     if providers is None:
         providers = ["cpu"]
     if isinstance(providers, str):

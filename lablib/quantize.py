@@ -31,6 +31,8 @@ from onnxruntime.quantization import (
 from torch import nn
 from torch.nn.utils import parametrize
 
+from lablib.onnx_export import existing_file
+
 FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
 
 
@@ -64,18 +66,9 @@ def symmetric_scale(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
 
 # --- ONNX Runtime ---------------------------------------------------------------------------
 
-def _existing(path, name: str = "src") -> Path:
-    if not isinstance(path, (str, Path)):
-        raise TypeError(f"{name} must be a file path (str or Path), got {type(path).__name__}")
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{name} {str(path)!r} is not a file: export the fp32 model first")
-    return path
-
-
 def file_size(path) -> int:
     """Size of the file at `path` in bytes."""
-    return _existing(path, "path").stat().st_size
+    return existing_file(path, "path").stat().st_size
 
 
 class ImageReader(CalibrationDataReader):
@@ -104,7 +97,7 @@ def dynamic(src, dst) -> Path:
     """Dynamic quantization: weights of MatMul/Gemm/Conv... become int8 in the file; at run time
     each activation is quantized on the fly with a range measured on that very call (no
     calibration data, but extra work per call: find min/max, quantize, dequantize)."""
-    src, dst = _existing(src), Path(dst)
+    src, dst = existing_file(src, "src"), Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "preprocessed.onnx"
@@ -126,7 +119,7 @@ def static(src, dst, calibration_images: torch.Tensor, fmt: str = "qdq", per_cha
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    src, dst = _existing(src), Path(dst)
+    src, dst = existing_file(src, "src"), Path(dst)
     reader = ImageReader(calibration_images)  # validates the images before any work
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
