@@ -48,6 +48,11 @@ def dynamo_exporter_available() -> bool:
     return "dynamo" in inspect.signature(torch.onnx.export).parameters
 
 
+def dynamo_is_default() -> bool:
+    """Whether onnx_export(dynamo=None) uses the dynamo exporter: from torch 2.9, as torch does."""
+    return TORCH >= (2, 9) and dynamo_exporter_available()
+
+
 def onnx_export(
     model: nn.Module,
     example: torch.Tensor,
@@ -61,8 +66,9 @@ def onnx_export(
 ) -> Path:
     """Export `model` to a single ONNX file at `path` and return the path.
 
-    dynamo=None picks the dynamo exporter where it exists (the default from torch 2.9; the
-    TorchScript exporter, dynamo=False, is deprecated) and the TorchScript one otherwise.
+    dynamo=None picks what torch itself defaults to: the dynamo exporter from torch 2.9 (the
+    TorchScript exporter, dynamo=False, is deprecated there), TorchScript before. On torch 2.5
+    the dynamo exporter was a preview, and its graphs break ONNX Runtime's quantization tools.
     dynamic_batch makes the first input dimension symbolic so any batch size runs.
     """
     if not isinstance(model, nn.Module):
@@ -74,7 +80,7 @@ def onnx_export(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if dynamo is None:
-        dynamo = dynamo_exporter_available()
+        dynamo = dynamo_is_default()
     if dynamo and not dynamo_exporter_available():
         raise ValueError("dynamo=True needs the onnxscript package and torch >= 2.5")
     params = inspect.signature(torch.onnx.export).parameters

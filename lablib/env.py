@@ -75,8 +75,9 @@ def report() -> list[Check]:
     checks.append(Check("Python", "OK" if ok else "FAIL", py, "" if ok else "needs Python 3.10 or newer"))
     for dist, module, lowest, why in REQUIREMENTS:
         try:
-            importlib.import_module(module)
-            found = metadata.version(dist)
+            # The module's own __version__ first: PyPI's metadata says '2.5.1' where torch
+            # itself says '2.5.1+cu124', and the build tag is what a learner needs to see.
+            found = getattr(importlib.import_module(module), "__version__", None) or metadata.version(dist)
         except Exception as exc:  # missing, or broken at import: both are a FAIL to report
             checks.append(Check(dist, "FAIL", "not importable", f"{type(exc).__name__}; needed for {why}"))
             continue
@@ -156,6 +157,7 @@ def stamp() -> dict:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
+    versions["torch"] = torch.__version__  # with its build tag (+cpu, +cu121), as above
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "scale": config.scale(),

@@ -50,6 +50,16 @@ def test_onnx_export_both_exporters_dynamic_batch(tmp_path, dynamo):
     assert not model.training
 
 
+def test_default_exporter_follows_torch(monkeypatch):
+    monkeypatch.setattr(compat, "dynamo_exporter_available", lambda: True)
+    monkeypatch.setattr(compat, "TORCH", (2, 5))
+    assert not compat.dynamo_is_default()  # torch 2.5-2.8: the dynamo exporter was a preview
+    monkeypatch.setattr(compat, "TORCH", (2, 9))
+    assert compat.dynamo_is_default()
+    monkeypatch.setattr(compat, "dynamo_exporter_available", lambda: False)  # no onnxscript
+    assert not compat.dynamo_is_default()
+
+
 def test_onnx_export_bad_input(tmp_path):
     with pytest.raises(TypeError, match="model"):
         compat.onnx_export(lambda x: x, torch.zeros(1), tmp_path / "m.onnx")

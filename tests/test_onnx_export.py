@@ -109,7 +109,9 @@ def test_optimised_graph_is_saved_and_fuses(exported, tmp_path):
     assert "com.microsoft.FusedConv" in ops and "Relu" not in ops  # Conv + Relu fused
     out = tmp_path / "none.onnx"
     onnx_export.session(path, level="disabled", optimized_path=out)
-    assert onnx_export.inspect(out)["ops"] == onnx_export.inspect(path)["ops"]
+    # Even unoptimised, ORT turns Constant nodes (the TorchScript exporter's) into initializers.
+    exported_ops = {k: v for k, v in onnx_export.inspect(path)["ops"].items() if k != "Constant"}
+    assert onnx_export.inspect(out)["ops"] == exported_ops
 
 
 def test_session_options_reference():
@@ -153,7 +155,7 @@ def test_quiet_does_not_swallow_errors():
 
 def test_exported_model_was_quiet(exported):
     _, _, said = exported
-    if compat.dynamo_exporter_available():
+    if compat.dynamo_is_default():
         assert said.progress, "the dynamo exporter's progress lines were collected"
 
 
