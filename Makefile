@@ -8,7 +8,7 @@ CONSTRAINTS ?= constraints.txt
 NBMAKE := $(BIN)/python -m pytest --nbmake --nbmake-timeout=900 -p no:cacheprovider -q
 LABS   := $(sort $(wildcard labs/[0-9][0-9]_*.ipynb))
 
-.PHONY: setup lab test unit lint notebooks-check smoke cpu results sync clean help
+.PHONY: setup lab test unit lint pins smoke cpu results sync docker docker-run clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -17,6 +17,8 @@ help:
 	@echo "make smoke    run every lab at LAB_SCALE=smoke (quick loop)"
 	@echo "make results  run every lab at the current LAB_SCALE and render docs/results.md"
 	@echo "make sync     regenerate labs/*.ipynb from labs/*.py (the .py is the source)"
+	@echo "make pins     resolve the pinned Docker/conda stacks with pip (dry run, needs PyPI)"
+	@echo "make docker   build the CUDA 12.1 JupyterLab image; make docker-run serves it on 127.0.0.1:8888"
 
 setup: $(VENV)/.installed
 
@@ -27,6 +29,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q -c $(CONSTRAINTS) -e ".[dev]"
 	$(BIN)/python -c 'import torch, lablib; print("installed torch", torch.__version__)'
 	touch $@
+
+IMAGE ?= ai-eng-lab
+docker:
+	docker build -t $(IMAGE) .
+
+# Published on the host's loopback only; the container prints the login link (token never empty).
+docker-run:
+	docker run --rm --gpus all -p 127.0.0.1:8888:8888 $(IMAGE)
 
 # Loopback only, token on (Jupyter's default; never disabled). Root is refused by Jupyter
 # unless asked, which containers often need.
@@ -40,6 +50,12 @@ sync: setup
 
 lint: setup
 	$(BIN)/ruff check lablib tests tools labs/*.py
+	$(BIN)/hadolint Dockerfile
+
+# The Docker image and the conda environments install requirements/*.txt; resolve those pins
+# for Python 3.10 / Linux without installing them, so a broken pin fails here first.
+pins: setup
+	$(BIN)/python tools/check_pins.py
 
 unit: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
@@ -58,7 +74,7 @@ results: setup
 	$(NBMAKE) $(LABS)
 	$(BIN)/python -m lablib.results
 
-test: lint unit smoke cpu
+test: lint pins unit smoke cpu
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .ruff_cache

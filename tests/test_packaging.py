@@ -1,0 +1,128 @@
+"""The ways in agree with each other: the Docker image, environment.yml, the CPU environments
+(laptop, Binder) and pyproject.toml pin or allow the same stack. `tools/check_pins.py`
+(run by `make test`) resolves the pinned sets with pip; these tests check what can be checked
+by reading the files."""
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from lablib import env
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (the CUDA image)
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+GPU, CPU = ROOT / "requirements" / "gpu-cu121.txt", ROOT / "requirements" / "cpu.txt"
+ENVS = {"environment.yml": GPU, "environment-cpu.yml": CPU, "binder/environment.yml": CPU}
+# The GPU stack swaps these packages for their CUDA builds.
+GPU_NAMES = {"onnxruntime": "onnxruntime-gpu"}
+
+
+def lines(path: Path) -> list[str]:
+    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def pins(entries: list[str]) -> dict[str, Requirement]:
+    reqs = [Requirement(e) for e in entries if not e.startswith("-")]
+    return {canonicalize_name(r.name): r for r in reqs}
+
+
+def pinned_version(req: Requirement) -> Version:
+    (spec,) = req.specifier
+    assert spec.operator == "==", f"{req} is not an exact pin"
+    return Version(spec.version)
+
+
+def pyproject_deps() -> dict[str, Requirement]:
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return pins(data["project"]["dependencies"])
+
+
+@pytest.mark.parametrize("path", [GPU, CPU], ids=lambda p: p.name)
+def test_every_requirement_is_an_exact_pin(path):
+    reqs = pins(lines(path))
+    assert len(reqs) >= 15
+    for req in reqs.values():
+        pinned_version(req)
+
+
+@pytest.mark.parametrize("path", [GPU, CPU], ids=lambda p: p.name)
+def test_pins_satisfy_pyproject_ranges(path):
+    """The image installs lablib with --no-deps, so its pins must cover every dependency."""
+    reqs = pins(lines(path))
+    gpu = path == GPU
+    for name, wanted in pyproject_deps().items():
+        pinned = GPU_NAMES.get(name, name) if gpu else name
+        assert pinned in reqs, f"{path.name} does not pin {pinned} (pyproject.toml needs {wanted})"
+        version = pinned_version(reqs[pinned])
+        assert wanted.specifier.contains(version.base_version), f"{path.name}: {pinned}=={version} outside {wanted}"
+
+
+def test_gpu_and_cpu_sets_pin_the_same_versions():
+    gpu, cpu = pins(lines(GPU)), pins(lines(CPU))
+    assert str(gpu.pop("torch").specifier) == "==2.5.1+cu121"
+    assert str(cpu.pop("torch").specifier) == "==2.5.1"
+    assert gpu.pop("onnxruntime-gpu").specifier == cpu.pop("onnxruntime").specifier
+    assert {k: str(v) for k, v in gpu.items()} == {k: str(v) for k, v in cpu.items()}
+    assert "--extra-index-url https://download.pytorch.org/whl/cu121" in lines(GPU)
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in lines(CPU)
+
+
+@pytest.mark.parametrize("name", ENVS)
+def test_conda_environments_match_their_pin_file(name):
+    spec = yaml.safe_load((ROOT / name).read_text())
+    assert spec["channels"] == ["conda-forge"]
+    conda = [d for d in spec["dependencies"] if isinstance(d, str)]
+    assert "python=3.10" in conda and "pip" in conda
+    (pip_section,) = [d["pip"] for d in spec["dependencies"] if isinstance(d, dict)]
+    assert pip_section == lines(ENVS[name]), f"{name} differs from {ENVS[name].name}"
+
+
+def test_dockerfile_builds_the_documented_environment():
+    text = (ROOT / "Dockerfile").read_text()
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)", text, re.M)
+    assert base and "12.1" in base.group(1) and "ubuntu22.04" in base.group(1)
+    assert "FROM ${BASE_IMAGE}" in text
+    # Installs the same pin file CI resolves, then the project without re-resolving its deps.
+    assert "pip install -r requirements/gpu-cu121.txt" in text
+    assert "pip install --no-deps -e ." in text
+    users = re.findall(r"^USER (\S+)", text, re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0"), "the server must not run as root"
+    assert "HEALTHCHECK" in text and "EXPOSE 8888" in text
+
+
+def test_entrypoint_never_serves_without_a_token():
+    script = (ROOT / "docker" / "entrypoint.sh").read_text()
+    assert 'if [ -z "${JUPYTER_TOKEN:-}" ]' in script and "token_hex" in script
+    assert "--ServerApp.ip=0.0.0.0" in script
+    assert "token=''" not in script and 'token=""' not in script
+
+
+def test_binder_installs_the_project_and_no_root_dockerfile_shadows_it():
+    # A binder/ folder takes precedence over the root Dockerfile, which Binder would otherwise use.
+    assert (ROOT / "binder" / "environment.yml").exists()
+    post = ROOT / "binder" / "postBuild"
+    assert "pip install --no-deps -e ." in post.read_text()
+    assert post.stat().st_mode & 0o111, "postBuild must be executable"
+
+
+def test_lab00_minimums_match_pyproject():
+    """Lab 00's [OK]/[FAIL] report uses the same lowest versions pyproject.toml declares."""
+    deps = pyproject_deps()
+    for dist, _, lowest, _ in env.REQUIREMENTS:
+        spec = deps[canonicalize_name(dist)].specifier
+        assert str(spec) == f">={lowest}", f"{dist}: lab 00 says >={lowest}, pyproject.toml says {spec}"
+
+
+def test_pinned_torch_is_within_the_supported_range():
+    (lowest,) = [low for dist, _, low, _ in env.REQUIREMENTS if dist == "torch"]
+    assert pinned_version(pins(lines(GPU))["torch"]) >= Version(lowest)
