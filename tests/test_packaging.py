@@ -4,6 +4,7 @@
 by reading the files."""
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -100,11 +101,24 @@ def test_dockerfile_builds_the_documented_environment():
     assert "HEALTHCHECK" in text and "EXPOSE 8888" in text
 
 
-def test_entrypoint_never_serves_without_a_token():
-    script = (ROOT / "docker" / "entrypoint.sh").read_text()
-    assert 'if [ -z "${JUPYTER_TOKEN:-}" ]' in script and "token_hex" in script
-    assert "--ServerApp.ip=0.0.0.0" in script
-    assert "token=''" not in script and 'token=""' not in script
+@pytest.mark.parametrize("given", [None, "", "my-own-token"], ids=["unset", "empty", "set"])
+def test_entrypoint_never_serves_without_a_token(tmp_path, given):
+    """Run the image's entrypoint with a stand-in `jupyter` that reports what it was given."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "jupyter").write_text('#!/bin/sh\necho "TOKEN=$JUPYTER_TOKEN"\necho "ARGS=$*"\n')
+    (fake / "jupyter").chmod(0o755)
+    (fake / "python").symlink_to(sys.executable)
+    environ = {"PATH": f"{fake}:/usr/bin:/bin"}
+    if given is not None:
+        environ["JUPYTER_TOKEN"] = given
+    out = subprocess.run(["sh", str(ROOT / "docker" / "entrypoint.sh"), "--extra"], env=environ,
+                         capture_output=True, text=True, check=True).stdout
+    token = re.search(r"^TOKEN=(.*)$", out, re.M).group(1)
+    assert token == given if given else len(token) >= 32
+    assert f"/lab?token={token}" in out  # the login link the learner opens
+    args = re.search(r"^ARGS=(.*)$", out, re.M).group(1).split()
+    assert "--ServerApp.ip=0.0.0.0" in args and args[-1] == "--extra"
 
 
 def test_binder_installs_the_project_and_no_root_dockerfile_shadows_it():
