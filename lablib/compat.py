@@ -4,6 +4,7 @@ so the labs read the same on every supported version."""
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import re
 import warnings
@@ -129,3 +130,27 @@ def int8_dynamic(model: nn.Module) -> tuple[nn.Module | None, str]:
         warnings.simplefilter("ignore", DeprecationWarning)  # the lab says it is deprecated
         quantized = legacy.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
     return quantized, "torch.ao.quantization (deprecated; torchao is not installed)"
+
+
+@functools.cache
+def ort_conv_integer_int8_weights() -> bool:
+    """Whether this ONNX Runtime's CPU kernel for ConvInteger takes int8 weights (with uint8
+    activations), the pairing quantize_dynamic writes by default. ORT 1.23, the version the
+    Docker image pins, only has uint8 x uint8 and refuses such a file at session creation;
+    newer releases run it. Probed once with a one-node model, not inferred from a version."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ConvInteger", ["x", "w"], ["y"])], "probe",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 1, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
+        [helper.make_tensor("w", TensorProto.INT8, [1, 1, 1, 1], [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)])
+    model.ir_version = 7  # readable by every ORT this project supports
+    try:
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception:  # NOT_IMPLEMENTED: no kernel for this type pairing
+        return False
+    return True

@@ -31,6 +31,7 @@ from onnxruntime.quantization import (
 from torch import nn
 from torch.nn.utils import parametrize
 
+from lablib import compat
 from lablib.onnx_export import existing_file
 
 FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
@@ -102,7 +103,10 @@ def dynamic(src, dst) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "preprocessed.onnx"
         quant_pre_process(str(src), str(pre))  # shape inference + clean-ups, see static()
-        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8)
+        # int8 weights where this ORT can run them in a ConvInteger; older releases (1.23, the
+        # Docker image's) only have uint8 x uint8 and would refuse the file.
+        weights = QuantType.QInt8 if compat.ort_conv_integer_int8_weights() else QuantType.QUInt8
+        quantize_dynamic(str(pre), str(dst), weight_type=weights)
     return dst
 
 

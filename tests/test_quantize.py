@@ -131,3 +131,24 @@ def test_fake_quantize_straight_through_and_qat_freeze():
     assert isinstance(w, nn.Parameter) and len(torch.unique(w.detach())) <= 15
     with pytest.raises(TypeError):
         quantize.qat("not a model")
+
+
+@pytest.mark.parametrize("int8_kernel", [True, False], ids=["int8-weights", "uint8-fallback"])
+def test_dynamic_cnn_runs_on_this_ort_and_falls_back_to_uint8(tmp_path, monkeypatch, int8_kernel):
+    """Conv layers become ConvInteger; older ORT (1.23) has no int8-weight kernel for it, so
+    dynamic() writes uint8 weights there. Both branches must give a file that runs."""
+    if int8_kernel and not compat.ort_conv_integer_int8_weights():
+        pytest.skip("this ONNX Runtime has no ConvInteger kernel for int8 weights")
+    monkeypatch.setattr(compat, "ort_conv_integer_int8_weights", lambda: int8_kernel)
+    torch.manual_seed(0)
+    model = models.SmallCNN(width=8).eval()
+    with onnx_export.quiet():
+        src = compat.onnx_export(model, torch.rand(2, 1, 8, 8), tmp_path / "cnn.onnx")
+    path = quantize.dynamic(src, tmp_path / "dyn.onnx")
+    graph = onnx.load(str(path)).graph
+    assert "ConvInteger" in {n.op_type for n in graph.node}
+    weights = {i.data_type for i in graph.initializer if i.name.endswith("_quantized")}
+    assert weights == {onnx.TensorProto.INT8 if int8_kernel else onnx.TensorProto.UINT8}
+    x = torch.rand(4, 1, 8, 8)
+    got = onnx_export.ort_predict(onnx_export.session(path), x)
+    assert (got - model(x).detach()).abs().max() < 0.1
