@@ -1,7 +1,8 @@
 """lablib: the support package of the AI Engineering Lab.
 
-Modules, one concern each: config (scale, device, seed), data, models, train, viz, bench,
-results, checks, compat, env; `show(fn)` prints the source of the code a lab uses.
+Modules, one concern each: config (scale, device, seed), data, augment, models, train, viz,
+bench, results, checks, compat, env; one per technique: distill, prune, amp, fixmatch, diffusion,
+onnx_export, quantize. `show(fn)` prints the source of the code a lab uses.
 """
 
 __version__ = "0.1.0"

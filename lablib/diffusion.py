@@ -1,0 +1,458 @@
+"""Synthetic training data with diffusion models, built on `diffusers`.
+
+Part A, a small class-conditional model trained in the lab (DDPM, Ho et al. 2020; sampled with
+DDIM, Song et al. 2021):
+  add_noise     the forward process q(x_t | x_0): blend an image with Gaussian noise
+  ddpm_loss     the training objective: predict the noise that was added
+  train_unet    the training loop (progress bar, loss per step)
+  sample        the reverse process with diffusers' DDIMScheduler, class by class
+  ddim_step     one DDIM update written out by hand (tested equal to DDIMScheduler.step)
+  quality checks: nearest-neighbour distances (memorisation) and per-class diversity
+  a checkpoint cache keyed by the training settings (save_pretrained / from_pretrained)
+
+Part B, the Stable Diffusion pipeline as the article uses it:
+  sd_pipeline       a real checkpoint (LAB_SD_MODEL) or a tiny random one built from configs
+  generate_folder   prompts -> a labelled image folder (root/<class>/<n>.png)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from tqdm.auto import tqdm
+
+from lablib import config
+
+# ---------------------------------------------------------------------------------------------
+# Part A: a class-conditional DDPM on small grey images
+# ---------------------------------------------------------------------------------------------
+
+
+def _positive_int(name: str, value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def make_unet(image_size: int = 16, channels: int = 1, num_classes: int = 10,
+              widths: tuple[int, ...] = (32, 64, 64)) -> UNet2DModel:
+    """A small UNet that predicts noise, told the class through a learned class embedding
+    (`num_class_embeds`) added to the timestep embedding. One embedding more than there are
+    classes: the last one means "no class", for classifier-free guidance (see `sample`).
+    Self-attention only at the lowest resolution, where it is cheap. About 1.1M parameters."""
+    _positive_int("image_size", image_size)
+    _positive_int("channels", channels)
+    _positive_int("num_classes", num_classes)
+    if len(widths) < 2 or image_size % 2 ** (len(widths) - 1):
+        raise ValueError(f"image_size {image_size} must halve cleanly {len(widths) - 1} times (widths={widths})")
+    down = ("DownBlock2D",) * (len(widths) - 1) + ("AttnDownBlock2D",)
+    up = ("AttnUpBlock2D",) + ("UpBlock2D",) * (len(widths) - 1)
+    return UNet2DModel(
+        sample_size=image_size, in_channels=channels, out_channels=channels,
+        block_out_channels=tuple(widths), layers_per_block=1, norm_num_groups=8,
+        down_block_types=down, up_block_types=up, num_class_embeds=num_classes + 1,
+    )
+
+
+def make_schedulers(num_train_timesteps: int = 1000, beta_schedule: str = "linear") -> tuple[DDPMScheduler, DDIMScheduler]:
+    """The noise schedule for training (DDPM) and the sampler (DDIM) that shares it.
+
+    The cosine schedule ("squaredcos_cap_v2") destroys a small image more gradually than the
+    linear one, so fewer of the 1000 steps are wasted on pure noise. clip_sample keeps the
+    model's estimate of the clean image within the data range [-1, 1].
+    """
+    _positive_int("num_train_timesteps", num_train_timesteps)
+    train_sched = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
+                                clip_sample=True)
+    # steps_offset=1 is what the Stable Diffusion configs use; without it diffusers warns that
+    # the schedule is "outdated" and the first sampling step lands one step too early.
+    sampler = DDIMScheduler.from_config(train_sched.config, steps_offset=1, set_alpha_to_one=False)
+    return train_sched, sampler
+
+
+def num_classes(model: UNet2DModel) -> int:
+    """The classes a make_unet model draws (its last class embedding is "no class")."""
+    if model.config.num_class_embeds is None:
+        raise ValueError("model has no class embedding: build it with make_unet(num_classes=...)")
+    return model.config.num_class_embeds - 1
+
+
+def _check_labels(labels: torch.Tensor, n: int) -> None:
+    if len(labels) == 0:
+        raise ValueError("labels must name at least one class id")
+    if labels.min() < 0 or labels.max() >= n:
+        bad = labels[(labels < 0) | (labels >= n)][0].item()
+        raise ValueError(f"labels: class id {bad} is unknown; the model knows classes 0..{n - 1}")
+
+
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] -> [-1, 1], the range the noise schedule assumes (noise has std 1)."""
+    return images * 2 - 1
+
+
+def to_image_range(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> images in [0, 1]."""
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+def add_noise(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The forward process in one jump, q(x_t | x_0): x_t = sqrt(ᾱ_t)·x_0 + sqrt(1 - ᾱ_t)·ε.
+
+    alpha_bar holds ᾱ_t (the product of (1 - β) up to step t), one value per image; at ᾱ = 1 the
+    image is untouched, at ᾱ → 0 it is pure noise. No loop over t is needed: that is what makes
+    DDPM training cheap (any t, one line).
+    """
+    if x0.shape != noise.shape:
+        raise ValueError(f"x0 {tuple(x0.shape)} and noise {tuple(noise.shape)} must have the same shape")
+    alpha_bar = torch.as_tensor(alpha_bar, dtype=x0.dtype, device=x0.device).reshape(-1, *[1] * (x0.ndim - 1))
+    return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+
+
+def ddpm_loss(model: UNet2DModel, x0: torch.Tensor, labels: torch.Tensor, scheduler: DDPMScheduler,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """The DDPM training loss for a batch of clean images x0 in [-1, 1] and their classes:
+    pick a random step t per image, noise the image to x_t, and score how well the model
+    recovers the noise ε that was added (mean squared error)."""
+    if labels.shape != x0.shape[:1]:
+        raise ValueError(f"labels must have shape ({len(x0)},), got {tuple(labels.shape)}")
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), generator=generator).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    alpha_bar = scheduler.alphas_cumprod.to(x0.device)[t]
+    x_t = add_noise(x0, noise, alpha_bar)
+    noise_pred = model(x_t, t, class_labels=labels).sample
+    return F.mse_loss(noise_pred, noise)
+
+
+def train_unet(model: UNet2DModel, images: torch.Tensor, labels: torch.Tensor, scheduler: DDPMScheduler, *,
+               steps: int, batch_size: int = 64, lr: float = 2e-3, p_uncond: float = 0.1, seed: int = 0,
+               device=None, progress: bool = True, desc: str = "diffusion") -> list[float]:
+    """Train `model` with ddpm_loss for `steps` optimizer steps on images in [0, 1]; returns the
+    loss of every step. AdamW with a short warm-up then cosine decay of the learning rate.
+
+    p_uncond: the share of images whose label is replaced by "no class", so the same network
+    also learns the unconditional model that classifier-free guidance needs."""
+    _positive_int("steps", steps)
+    _positive_int("batch_size", batch_size)
+    if images.ndim != 4 or labels.shape != images.shape[:1]:
+        raise ValueError(f"images must be (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}")
+    if not 0 <= p_uncond < 1:
+        raise ValueError(f"p_uncond must be in [0, 1), got {p_uncond!r}")
+    null = num_classes(model)
+    _check_labels(labels, null)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    model.to(device).train()
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * i / steps)))
+    x_all = to_model_range(images)
+    losses = []
+    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    for _ in bar:
+        idx = torch.randint(0, len(x_all), (batch_size,), generator=gen)
+        y = torch.where(torch.rand(batch_size, generator=gen) < p_uncond, null, labels[idx])
+        loss = ddpm_loss(model, x_all[idx].to(device), y.to(device), scheduler, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if len(losses) % 10 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-10:]) / 10:.3f}")
+    model.eval()
+    return losses
+
+
+def sample(model: UNet2DModel, labels, scheduler: DDIMScheduler, *, steps: int = 25, guidance_scale: float = 1.0,
+           seed: int = 0, batch_size: int = 500, trajectory: bool = False, progress: bool = False):
+    """Generate one image per entry of `labels` (class ids) by running the reverse process:
+    start from pure noise and let the DDIM scheduler step it towards an image, `steps` times,
+    using the model's noise prediction each time. Returns images in [0, 1], (N, C, H, W).
+
+    guidance_scale w > 1 is classifier-free guidance, the `guidance_scale` of Stable Diffusion:
+    the noise estimate becomes ε_none + w·(ε_class − ε_none), pushed further in the direction
+    the class makes, at the price of two forward passes per step and less variety.
+
+    With trajectory=True also returns the intermediate x_t of every step, (steps + 1, N, C, H, W).
+    """
+    _positive_int("steps", steps)
+    _positive_int("batch_size", batch_size)
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    if not guidance_scale >= 1:
+        raise ValueError(f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale!r}")
+    null = num_classes(model)
+    _check_labels(labels, null)
+    device = next(model.parameters()).device
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    c, size = model.config.in_channels, model.config.sample_size
+    scheduler.set_timesteps(steps)  # picks `steps` of the 1000 training steps, evenly spaced
+    out, path = [], []
+    for start in tqdm(range(0, len(labels), batch_size), desc="sampling", disable=not progress):
+        y = labels[start : start + batch_size].to(device)
+        x = torch.randn((len(y), c, size, size), generator=gen).to(device)  # x_T: pure noise
+        states = [x.cpu()]
+        for t in scheduler.timesteps:
+            with torch.no_grad():
+                if guidance_scale == 1:
+                    noise_pred = model(x, t, class_labels=y).sample
+                else:  # one batch holds both passes: with the class, and with "no class"
+                    both = model(torch.cat([x, x]), t, class_labels=torch.cat([y, torch.full_like(y, null)])).sample
+                    cond, uncond = both.chunk(2)
+                    noise_pred = uncond + guidance_scale * (cond - uncond)
+            x = scheduler.step(noise_pred, t, x, eta=0.0).prev_sample  # eta=0: deterministic DDIM
+            if trajectory:
+                states.append(x.cpu())
+        out.append(to_image_range(x).cpu())
+        if trajectory:
+            path.append(torch.stack([to_image_range(s) for s in states]))
+    images = torch.cat(out)
+    return (images, torch.cat(path, dim=1)) if trajectory else images
+
+
+def predict_x0(x_t: torch.Tensor, noise_pred: torch.Tensor, alpha_bar) -> torch.Tensor:
+    """The clean image the model's noise estimate implies: add_noise solved for x_0."""
+    alpha_bar = torch.as_tensor(alpha_bar, dtype=x_t.dtype)
+    return (x_t - (1 - alpha_bar).sqrt() * noise_pred) / alpha_bar.sqrt()
+
+
+def ddim_step(x_t: torch.Tensor, noise_pred: torch.Tensor, alpha_bar_t, alpha_bar_prev) -> torch.Tensor:
+    """One deterministic DDIM step (eta = 0), t -> the previous sampled step: estimate the clean
+    image x̂_0 from x_t, then re-noise it to the *lower* noise level ᾱ_prev with the same noise
+    direction: x_prev = sqrt(ᾱ_prev)·x̂_0 + sqrt(1 - ᾱ_prev)·ε̂. (diffusers' DDIMScheduler.step
+    does this, plus optional clipping of x̂_0 and the stochastic eta > 0 variant.)"""
+    if x_t.shape != noise_pred.shape:
+        raise ValueError(f"x_t {tuple(x_t.shape)} and noise_pred {tuple(noise_pred.shape)} must have the same shape")
+    x0_hat = predict_x0(x_t, noise_pred, alpha_bar_t)
+    alpha_bar_prev = torch.as_tensor(alpha_bar_prev, dtype=x_t.dtype)
+    return alpha_bar_prev.sqrt() * x0_hat + (1 - alpha_bar_prev).sqrt() * noise_pred
+
+
+# --- quality checks ---------------------------------------------------------------------------
+
+
+def nearest_distance(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """For each image, the Euclidean (pixel) distance to its nearest neighbour in `reference`.
+    Generated images much closer to the training set than fresh real images are is the sign of
+    a model that memorised (copied) its training data."""
+    if images.ndim != 4 or reference.ndim != 4 or images.shape[1:] != reference.shape[1:]:
+        raise ValueError(f"images {tuple(images.shape)} and reference {tuple(reference.shape)} must be (N, C, H, W) of one size")
+    return torch.cdist(images.flatten(1).double(), reference.flatten(1).double()).min(dim=1).values.float()
+
+
+def diversity(images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per class, the mean pixel distance between two different images of that class (NaN for
+    a class with fewer than two). A model that draws one "average 3" every time scores low."""
+    if labels.shape != images.shape[:1]:
+        raise ValueError(f"labels must have shape ({len(images)},), got {tuple(labels.shape)}")
+    out = torch.full((num_classes,), float("nan"))
+    for c in range(num_classes):
+        x = images[labels == c].flatten(1).double()
+        if len(x) >= 2:
+            d = torch.cdist(x, x)
+            out[c] = (d.sum() / (len(x) * (len(x) - 1))).float()  # the diagonal is 0
+    return out
+
+
+# --- checkpoint cache -------------------------------------------------------------------------
+
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    """A short hash of tensors' contents: the training data is part of a checkpoint's key."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def cache_folder(name: str, settings: dict) -> Path:
+    """data_dir()/06_diffusion/<name>-<hash of settings>: change any setting (steps, widths,
+    data fingerprint...) and the key changes, so a stale checkpoint is never picked up."""
+    if not isinstance(settings, dict):
+        raise TypeError(f"settings must be a dict, got {type(settings).__name__}")
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return config.data_dir() / "06_diffusion" / f"{name}-{key}"
+
+
+def save_unet(model: UNet2DModel, folder, extra: dict | None = None) -> Path:
+    """save_pretrained (config.json + safetensors weights) into a temporary folder beside
+    `folder`, then rename: an interrupted save never leaves a half-written checkpoint that a
+    later run would trust. `extra` (e.g. the loss curve) is stored as extra.json."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "extra.json").write_text(json.dumps(extra or {}), encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def has_checkpoint(folder) -> bool:
+    folder = Path(folder)
+    return (folder / "config.json").is_file() and (folder / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def load_unet(folder) -> tuple[UNet2DModel, dict]:
+    """The UNet saved by save_unet (from_pretrained reads the safetensors file: no pickle), and
+    its extra.json."""
+    folder = Path(folder)
+    if not has_checkpoint(folder):
+        raise FileNotFoundError(f"folder {str(folder)!r} holds no saved UNet (config.json + "
+                                "diffusion_pytorch_model.safetensors); train one and save_unet it first")
+    # low_cpu_mem_usage=False: the default wants the `accelerate` package (and warns without it);
+    # a model this small gains nothing from it
+    model = UNet2DModel.from_pretrained(folder, use_safetensors=True, local_files_only=True, low_cpu_mem_usage=False)
+    extra_file = folder / "extra.json"
+    extra = json.loads(extra_file.read_text(encoding="utf-8")) if extra_file.is_file() else {}
+    return model.eval(), extra
+
+
+# ---------------------------------------------------------------------------------------------
+# Part B: the Stable Diffusion pipeline
+# ---------------------------------------------------------------------------------------------
+
+# The tiny tokenizer's vocabulary: one token per character, as a word's inner or final ("</w>")
+# piece, so any lower-case prompt tokenizes without a single merge rule.
+_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789.,-'"
+TINY_SIZE = 32  # the tiny pipeline's default image size (pixels per side)
+
+
+def _sd_pipeline_class():
+    """diffusers' StableDiffusionPipeline, imported with transformers' logging quieted: the import
+    probes the safety checker's image processors and warns when torchvision is missing, which
+    nothing here uses."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        from diffusers import StableDiffusionPipeline
+    finally:
+        hf_logging.set_verbosity(level)
+    return StableDiffusionPipeline
+
+
+def tiny_tokenizer():
+    """A CLIPTokenizer built from a small character vocabulary, no download.
+
+    transformers 5 gotcha: CLIPTokenizer(vocab_file=..., merges_file=...) silently ignores the
+    files there (5.x takes vocab= / merges=); writing the files and calling from_pretrained on
+    the folder works in 4.x and 5.x alike. model_max_length=77 is CLIP's context length (the
+    pipeline pads every prompt to it); without it the tokenizer reports an "infinite" one.
+    """
+    from transformers import CLIPTokenizer
+
+    tokens = ["<|startoftext|>", "<|endoftext|>"] + list(_CHARS) + [c + "</w>" for c in _CHARS]
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}), encoding="utf-8")
+        Path(folder, "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+        tok = CLIPTokenizer.from_pretrained(folder, model_max_length=77, pad_token="<|endoftext|>")
+    if len(tok) != len(tokens):  # the files were not read: fail loudly rather than tokenize to <unk>
+        raise RuntimeError(f"the tiny tokenizer has {len(tok)} tokens, expected {len(tokens)}")
+    return tok
+
+
+def tiny_sd_pipeline(seed: int = 0):
+    """A StableDiffusionPipeline with the real architecture in miniature (text encoder, UNet with
+    cross-attention, VAE, DDIM scheduler), randomly initialised from configs: it runs in about a
+    second on a CPU and produces noise. It exists to walk through the real API offline."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    StableDiffusionPipeline = _sd_pipeline_class()
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_tokenizer()
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2,
+        max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id))
+    unet = UNet2DConditionModel(
+        sample_size=TINY_SIZE // 4, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8)
+    vae = AutoencoderKL(  # 3 blocks: the latent is 1/4 of the image size (SD's is 1/8)
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16, 16), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        norm_num_groups=8, sample_size=TINY_SIZE)
+    # SD's own schedule; steps_offset=1 as in its configs (DDIM warns and shifts steps without it)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    # No safety checker for a random model: requires_safety_checker=False stops the warning.
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def sd_pipeline(model: str | None = None, device=None, allow_download: bool | None = None):
+    """The Stable Diffusion pipeline the lab uses, and a line saying which one it is.
+
+    model: a local folder saved with save_pretrained, a hub id, or None for LAB_SD_MODEL (unset:
+    the tiny random pipeline). A hub id is fetched only when allow_download is True (default:
+    LAB_ALLOW_DOWNLOADS=1) and a CUDA GPU is present; a real model on a CPU takes minutes per image.
+    """
+    StableDiffusionPipeline = _sd_pipeline_class()
+    model = model if model is not None else os.environ.get("LAB_SD_MODEL", "").strip() or None
+    if allow_download is None:
+        allow_download = os.environ.get("LAB_ALLOW_DOWNLOADS", "") == "1"
+    device = torch.device(device) if device is not None else config.device()
+    if model is None:
+        return tiny_sd_pipeline().to(device), "tiny random pipeline (produces noise: an API walk-through)"
+    if Path(model).is_dir():
+        pipe = StableDiffusionPipeline.from_pretrained(model, local_files_only=True)
+        return pipe.to(device), f"local checkpoint {model}"
+    if Path(model).expanduser().is_absolute() or model.startswith("."):
+        raise FileNotFoundError(f"model {model!r} is not a folder (LAB_SD_MODEL names a folder or a hub id)")
+    if not allow_download or device.type != "cuda":
+        raise ValueError(f"model {model!r} is not a local folder; fetching it from the hub needs "
+                         "LAB_ALLOW_DOWNLOADS=1 and a CUDA GPU")
+    pipe = StableDiffusionPipeline.from_pretrained(model, torch_dtype=torch.float16)
+    pipe.enable_attention_slicing()  # lower peak memory on small GPUs, a little slower
+    return pipe.to(device), f"hub checkpoint {model} (fp16)"
+
+
+def generate_folder(pipe, prompts: dict[str, str], root, *, per_class: int, steps: int = 25,
+                    guidance_scale: float = 7.5, seed: int = 0, size: int | None = None,
+                    negative_prompt: str | None = None) -> dict[str, list[Path]]:
+    """Generate `per_class` images for each class from its prompt into root/<class>/<n>.png, the
+    layout data.image_folder reads. Image n of a class uses torch.Generator seeded seed + n, so
+    any single image can be regenerated exactly. Returns the files written, per class."""
+    if not isinstance(prompts, dict) or not prompts:
+        raise ValueError("prompts must be a non-empty dict of class name -> prompt")
+    _positive_int("per_class", per_class)
+    _positive_int("steps", steps)
+    if not guidance_scale >= 0:
+        raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale!r}")
+    root = Path(root)
+    device = pipe.device
+    written = {}
+    for name, prompt in prompts.items():
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        gens = [torch.Generator(device=device).manual_seed(seed + n) for n in range(per_class)]
+        out = pipe([prompt] * per_class, negative_prompt=[negative_prompt] * per_class if negative_prompt else None,
+                   num_inference_steps=steps, guidance_scale=guidance_scale, generator=gens,
+                   height=size, width=size)
+        written[name] = []
+        for n, img in enumerate(out.images):
+            path = folder / f"{n:04d}.png"
+            img.save(path)
+            written[name].append(path)
+    return written

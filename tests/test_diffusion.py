@@ -1,0 +1,244 @@
+"""lablib.diffusion: the DDPM/DDIM steps against hand computation and diffusers, the checkpoint
+cache, the quality checks, and the tiny Stable Diffusion pipeline (save/load, seeds, folder)."""
+
+import math
+
+import pytest
+import torch
+
+from lablib import data, diffusion
+
+
+@pytest.fixture(scope="module")
+def tiny_unet():
+    torch.manual_seed(0)
+    return diffusion.make_unet(image_size=8, widths=(8, 16), num_classes=3).eval()
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return diffusion.tiny_sd_pipeline(seed=0)
+
+
+# --- Part A: the steps ---------------------------------------------------------------------
+
+
+def test_add_noise_matches_hand_computation_and_diffusers():
+    x0 = torch.tensor([[[[0.5, -1.0]]], [[[1.0, 0.0]]]])
+    noise = torch.tensor([[[[1.0, 2.0]]], [[[-1.0, 0.5]]]])
+    alpha_bar = torch.tensor([0.64, 0.25])
+    got = diffusion.add_noise(x0, noise, alpha_bar)
+    # sqrt(.64)=.8, sqrt(.36)=.6 ; sqrt(.25)=.5, sqrt(.75)
+    expected = torch.tensor([[[[0.8 * 0.5 + 0.6, -0.8 + 1.2]]], [[[0.5 - math.sqrt(0.75), 0.5 * math.sqrt(0.75)]]]])
+    assert torch.allclose(got, expected, atol=1e-6)
+    train_sched, _ = diffusion.make_schedulers()
+    x0, noise, t = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8), torch.tensor([0, 10, 500, 999])
+    ours = diffusion.add_noise(x0, noise, train_sched.alphas_cumprod[t])
+    assert torch.allclose(ours, train_sched.add_noise(x0, noise, t), atol=1e-5)
+
+
+def test_add_noise_extremes_and_bad_shapes():
+    x0, noise = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
+    assert torch.allclose(diffusion.add_noise(x0, noise, torch.ones(2)), x0)
+    assert torch.allclose(diffusion.add_noise(x0, noise, torch.zeros(2)), noise)
+    with pytest.raises(ValueError, match="same shape"):
+        diffusion.add_noise(x0, noise[:1], torch.ones(2))
+
+
+def test_ddpm_loss_is_the_mse_of_the_noise_it_drew(tiny_unet):
+    train_sched, _ = diffusion.make_schedulers()
+    x0, y = torch.rand(4, 1, 8, 8) * 2 - 1, torch.tensor([0, 1, 2, 0])
+    loss = diffusion.ddpm_loss(tiny_unet, x0, y, train_sched, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)  # redo by hand with the same random draws
+    t = torch.randint(0, 1000, (4,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    abar = train_sched.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    with torch.no_grad():
+        expected = ((tiny_unet(x_t, t, class_labels=y).sample - noise) ** 2).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert loss.requires_grad
+    with pytest.raises(ValueError, match="labels"):
+        diffusion.ddpm_loss(tiny_unet, x0, y[:2], train_sched)
+
+
+def test_ddim_step_matches_diffusers_scheduler():
+    _, sampler = diffusion.make_schedulers()
+    sampler = type(sampler).from_config(sampler.config, clip_sample=False)  # the hand step does not clip
+    sampler.set_timesteps(10)
+    x_t, eps = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
+    t = sampler.timesteps[3]
+    prev = t - sampler.config.num_train_timesteps // 10
+    expected = sampler.step(eps, t, x_t, eta=0.0).prev_sample
+    got = diffusion.ddim_step(x_t, eps, sampler.alphas_cumprod[t], sampler.alphas_cumprod[prev])
+    assert torch.allclose(got, expected, atol=1e-5)
+    # with the true noise, x_0 is recovered exactly from x_t
+    x0 = torch.randn(2, 1, 8, 8)
+    assert torch.allclose(diffusion.predict_x0(diffusion.add_noise(x0, eps, torch.tensor(0.3)), eps, 0.3), x0, atol=1e-5)
+
+
+def test_training_lowers_the_loss_and_sampling_is_seeded(tiny_unet):
+    torch.manual_seed(0)
+    model = diffusion.make_unet(image_size=8, widths=(8, 16), num_classes=3)
+    train_sched, sampler = diffusion.make_schedulers()
+    images = torch.zeros(30, 1, 8, 8)
+    images[:, :, 2:6, 2:6] = 1.0  # one easy pattern
+    labels = torch.arange(30) % 3
+    losses = diffusion.train_unet(model, images, labels, train_sched, steps=60, batch_size=16, lr=3e-3, progress=False)
+    assert len(losses) == 60
+    assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10
+    a = diffusion.sample(model, [0, 1, 2], sampler, steps=4, seed=1)
+    b, path = diffusion.sample(model, [0, 1, 2], sampler, steps=4, seed=1, trajectory=True)
+    assert a.shape == (3, 1, 8, 8) and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, b) and path.shape == (5, 3, 1, 8, 8) and torch.allclose(path[-1], b)
+    assert not torch.equal(a, diffusion.sample(model, [0, 1, 2], sampler, steps=4, seed=2))
+    assert torch.equal(a, diffusion.sample(model, [0, 1, 2], sampler, steps=4, seed=1, guidance_scale=1.0))
+    assert not torch.allclose(a, diffusion.sample(model, [0, 1, 2], sampler, steps=4, seed=1, guidance_scale=3.0))
+
+
+def test_guidance_combines_the_two_noise_estimates(tiny_unet):
+    """One DDIM step with guidance w equals the step taken with eps_none + w (eps_class - eps_none)."""
+    _, sampler = diffusion.make_schedulers()
+    y = torch.tensor([1, 2])
+    got = diffusion.sample(tiny_unet, y, sampler, steps=1, seed=4, guidance_scale=2.5)
+    x = torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(4))
+    sampler.set_timesteps(1)
+    t = sampler.timesteps[0]
+    with torch.no_grad():
+        cond = tiny_unet(x, t, class_labels=y).sample
+        uncond = tiny_unet(x, t, class_labels=torch.full_like(y, 3)).sample  # 3 classes: id 3 = "no class"
+    expected = sampler.step(uncond + 2.5 * (cond - uncond), t, x, eta=0.0).prev_sample
+    assert torch.allclose(got, diffusion.to_image_range(expected), atol=1e-5)
+    assert diffusion.num_classes(tiny_unet) == 3 and tiny_unet.config.num_class_embeds == 4
+
+
+def test_sample_rejects_bad_input(tiny_unet):
+    _, sampler = diffusion.make_schedulers()
+    with pytest.raises(ValueError, match="class id 7 is unknown"):
+        diffusion.sample(tiny_unet, [0, 7], sampler, steps=2)
+    with pytest.raises(ValueError, match="class id -1"):
+        diffusion.sample(tiny_unet, [-1], sampler, steps=2)
+    with pytest.raises(ValueError, match="class id 3 is unknown"):  # the "no class" id is not a class
+        diffusion.sample(tiny_unet, [3], sampler, steps=2)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        diffusion.sample(tiny_unet, [0], sampler, steps=2, guidance_scale=0.5)
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="steps"):
+            diffusion.sample(tiny_unet, [0], sampler, steps=bad)
+    with pytest.raises(ValueError, match="steps"):
+        diffusion.train_unet(tiny_unet, torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long),
+                             diffusion.make_schedulers()[0], steps=0)
+    with pytest.raises(ValueError, match="labels"):
+        diffusion.train_unet(tiny_unet, torch.rand(4, 1, 8, 8), torch.full((4,), 5),
+                             diffusion.make_schedulers()[0], steps=1)
+    with pytest.raises(ValueError, match="p_uncond"):
+        diffusion.train_unet(tiny_unet, torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long),
+                             diffusion.make_schedulers()[0], steps=1, p_uncond=1.0)
+    with pytest.raises(ValueError, match="image_size"):
+        diffusion.make_unet(image_size=10, widths=(8, 16, 16))
+
+
+# --- quality checks -----------------------------------------------------------------------
+
+
+def test_nearest_distance_and_diversity():
+    ref = torch.zeros(3, 1, 2, 2)
+    ref[1] += 1.0
+    images = torch.stack([ref[1], ref[0] + 0.5])
+    assert torch.allclose(diffusion.nearest_distance(images, ref), torch.tensor([0.0, 1.0]))  # sqrt(4 * .25)
+    x = torch.stack([torch.zeros(1, 2, 2), torch.ones(1, 2, 2), torch.zeros(1, 2, 2), torch.zeros(1, 2, 2)])
+    div = diffusion.diversity(x, torch.tensor([0, 0, 1, 2]), num_classes=4)
+    assert div[0].item() == pytest.approx(2.0)  # |1 - 0| over 4 pixels -> distance 2
+    assert div[1].isnan() and div[3].isnan()
+    with pytest.raises(ValueError, match="reference"):
+        diffusion.nearest_distance(images, torch.zeros(3, 1, 4, 4))
+
+
+# --- checkpoint cache --------------------------------------------------------------------
+
+
+def test_cache_folder_is_keyed_by_settings(_isolated):
+    a = diffusion.cache_folder("gen", {"steps": 10, "data": "abc"})
+    assert a == diffusion.cache_folder("gen", {"data": "abc", "steps": 10})
+    assert a != diffusion.cache_folder("gen", {"steps": 11, "data": "abc"})
+    assert str(a).startswith(str(_isolated / "data"))
+    assert diffusion.fingerprint(torch.ones(3)) != diffusion.fingerprint(torch.zeros(3))
+    with pytest.raises(TypeError, match="settings"):
+        diffusion.cache_folder("gen", [1, 2])
+
+
+def test_unet_round_trips_through_save_pretrained(tiny_unet, _isolated):
+    folder = diffusion.cache_folder("gen", {"x": 1})
+    assert not diffusion.has_checkpoint(folder)
+    diffusion.save_unet(tiny_unet, folder, extra={"losses": [1.0, 0.5]})
+    assert diffusion.has_checkpoint(folder)
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "temporary folder left behind"
+    loaded, extra = diffusion.load_unet(folder)
+    assert extra == {"losses": [1.0, 0.5]}
+    x, t, y = torch.randn(2, 1, 8, 8), torch.tensor([5, 500]), torch.tensor([0, 2])
+    with torch.no_grad():
+        assert torch.allclose(loaded(x, t, class_labels=y).sample, tiny_unet(x, t, class_labels=y).sample)
+
+
+def test_load_unet_missing_folder_is_a_clear_error(_isolated):
+    with pytest.raises(FileNotFoundError, match="holds no saved UNet"):
+        diffusion.load_unet(_isolated / "nowhere")
+
+
+# --- Part B: the tiny Stable Diffusion pipeline --------------------------------------------
+
+
+def test_tiny_tokenizer_reads_its_vocabulary():
+    tok = diffusion.tiny_tokenizer()
+    assert tok.model_max_length == 77
+    ids = tok("x-ray of a lung", padding="max_length", max_length=77).input_ids
+    assert len(ids) == 77 and ids[0] == tok.bos_token_id
+    assert tok.unk_token_id not in ids[1:10]  # every character is in the vocabulary
+
+
+def _image(p, seed, prompt="a photo of a digit 3"):
+    return p(prompt, num_inference_steps=2, guidance_scale=7.5, height=32, width=32,
+             generator=torch.Generator().manual_seed(seed), output_type="pt").images
+
+
+def test_tiny_pipeline_is_seeded_and_round_trips(pipe, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    first = _image(pipe, 0)
+    assert first.shape == (1, 3, 32, 32)
+    assert torch.equal(first, _image(pipe, 0))
+    assert not torch.equal(first, _image(pipe, 1))
+    assert pipe.scheduler.config.steps_offset == 1
+    pipe.save_pretrained(tmp_path / "tiny")
+    loaded = StableDiffusionPipeline.from_pretrained(tmp_path / "tiny", local_files_only=True)
+    assert loaded.safety_checker is None and loaded.tokenizer.model_max_length == 77
+    assert torch.allclose(_image(loaded, 0), first, atol=1e-5)
+
+
+def test_sd_pipeline_choices(tmp_path, monkeypatch, pipe):
+    monkeypatch.delenv("LAB_SD_MODEL", raising=False)
+    tiny, what = diffusion.sd_pipeline(device="cpu")
+    assert "tiny" in what
+    pipe.save_pretrained(tmp_path / "sd")
+    monkeypatch.setenv("LAB_SD_MODEL", str(tmp_path / "sd"))
+    local, what = diffusion.sd_pipeline(device="cpu")
+    assert "local checkpoint" in what and torch.allclose(_image(local, 0), _image(pipe, 0), atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        diffusion.sd_pipeline(str(tmp_path / "missing"), device="cpu")
+    with pytest.raises(ValueError, match="LAB_ALLOW_DOWNLOADS"):
+        diffusion.sd_pipeline("stabilityai/stable-diffusion-2-1", device="cpu", allow_download=False)
+
+
+def test_generate_folder_writes_a_loadable_image_folder(pipe, tmp_path):
+    files = diffusion.generate_folder(pipe, {"healthy": "x-ray image of healthy lung", "sick": "x-ray of pneumonia"},
+                                      tmp_path / "synth", per_class=2, steps=2, size=32)
+    assert [len(v) for v in files.values()] == [2, 2]
+    ds = data.image_folder(tmp_path / "synth", size=16)
+    assert ds.classes == ["healthy", "sick"] and ds.counts() == [2, 2]
+    again = diffusion.generate_folder(pipe, {"healthy": "x-ray image of healthy lung"}, tmp_path / "again",
+                                      per_class=2, steps=2, size=32)
+    assert again["healthy"][1].read_bytes() == files["healthy"][1].read_bytes()  # seeded per image
+    with pytest.raises(ValueError, match="per_class"):
+        diffusion.generate_folder(pipe, {"a": "b"}, tmp_path, per_class=0)
+    with pytest.raises(ValueError, match="prompts"):
+        diffusion.generate_folder(pipe, {}, tmp_path, per_class=1)
