@@ -64,7 +64,7 @@ cfg
 # halve twice), with a fixed train / val / test split. The scenario: **a classifier with only
 # 10 labelled images per class**. Three models are trained, on deliberately separate images:
 #
-# * the **low-data classifier**: the 100 labelled images (plus generated ones, in section 5);
+# * the **low-data classifier**: the 100 labelled images (plus generated ones, in section 6);
 # * the **generator**, the diffusion model: a separate, larger pool, the rest of the training split.
 #   This is the role a pretrained model like Stable Diffusion plays: it learnt from images your
 #   classifier never had;
@@ -330,10 +330,11 @@ for seed in range(cfg.seeds):
 # %% [markdown]
 # **A generator that saw only the same 100 images.** The comparison that says where the gain comes
 # from: train the generator on the classifier's own 100 images and add its samples. At `gpu` scale
-# it runs below; at `cpu` scale it would double the lab's time, so it is skipped. The figures
-# measured when this lab was written, on a 2-core CPU (reference figures, not from this run):
-# 0.889 real only → 0.895 with the same-data generator's images, against 0.954 (+50/class) and
-# 0.975 (+200/class) with the pool generator.
+# it runs below; at `cpu` scale it would double the lab's time, so it is skipped. Reference
+# figures, measured while this lab was designed, with settings that differ from this run's (not
+# from this run, and not comparable number for number with the table above): 0.889 real only → 0.895 with the same-data generator's images, against 0.954
+# (+50/class) and 0.975 (+200/class) with the pool generator. Read them for the pattern: the
+# same-data generator added almost nothing where the pool generator added several points.
 
 # %%
 if cfg.same_pool_generator:
@@ -381,8 +382,8 @@ print(f"real only {mean(REAL):.3f} -> real + {max(cfg.synth_per_class)}/class sy
 # **Reading the results.** The row to look at first is the judge accuracy: synthetic images that
 # a good classifier does not recognise are label noise, not data. With recognisable samples, the
 # low-data classifier gains from the generated images (compare the gain with the spread over
-# seeds). Compare the +50 and +200 rows too: whether more synthetic images keep helping or the
-# gain levels off depends on how much the generator knows, not on how many images you draw.
+# seeds). Compare the +50 and +200 rows too: if they are level, drawing more images from the
+# same generator has stopped adding anything it knows (exercise 3 lets you test what moves it).
 #
 # **The sample grid** (section 4, at `cpu` scale): ten rows of digits, 0 at the top, most of
 # them recognisable at a glance; the misses are digits with a grainy, noise-like texture or a
@@ -391,8 +392,8 @@ print(f"real only {mean(REAL):.3f} -> real + {max(cfg.synth_per_class)}/class sy
 #
 # Be honest about *why* it works. The generator learnt from the pool, about 1,100 real digits that
 # the classifier never saw; its samples carry that knowledge into the classifier. A generator
-# trained on the same 100 images has nothing new to pass on (the reference figures above: +0.6
-# points). That is the real argument for Stable Diffusion in the article: a model pretrained on
+# trained on the same 100 images has little new to pass on (the reference figures above: +0.6
+# points; measure it yourself with exercise 3). That is the real argument for Stable Diffusion in the article: a model pretrained on
 # billions of images knows what a lung X-ray looks like. Whether *its* images carry the features
 # *your* classifier needs (a medical finding, not just "an X-ray") is exactly what the judge,
 # nearest-neighbour and diversity checks, and a held-out real test set, are there to tell you.
@@ -542,7 +543,8 @@ checks.check_function(
     reference=diffusion.ddim_step,
     make_inputs=lambda g: (torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g),
                            torch.tensor(0.2), torch.tensor(0.6)),
-    hint="x0_hat = (x_t - sqrt(1 - a_t) * eps) / sqrt(a_t); then sqrt(a_prev) * x0_hat + sqrt(1 - a_prev) * eps.",
+    hint="first undo the noising to estimate x0 from x_t and eps (invert the formula of exercise 1), "
+         "then noise that estimate to level a_prev with the same eps.",
 )
 
 # %% [markdown]
@@ -552,11 +554,14 @@ checks.check_function(
 # show(diffusion.add_noise); show(diffusion.ddim_step)
 
 # %% [markdown]
-# **Exercise 3 (open).** Rerun section 6 with 1 or 5 labels per class (`cfg["labels_per_class"]`),
-# with the synthetic set generated *with* guidance (`cfg["synth_guidance"] = 2.0`), with 25 DDIM
-# steps instead of 10, and with a generator trained for half the steps. When does
-# synthetic data stop helping: when the judge accuracy drops, or earlier? Then set
-# `cfg["same_pool_generator"] = True` and measure the same-data generator yourself.
+# **Exercise 3 (open).** Change one knob at a time and rerun *from the section it affects*
+# (a later cell reuses what earlier cells made): the synthetic set generated *with* guidance
+# (`cfg["synth_guidance"] = 2.0`) or with 25 DDIM steps instead of 10 (`cfg["sample_steps"]`):
+# rerun from section 4; a generator trained for half the steps (`cfg["gen_steps"]`): from section
+# 3; 1 or 5 labels per class (`cfg["labels_per_class"]`): from section 1, which also changes the
+# generator's pool and so retrains it (minutes on a CPU). When does synthetic data stop helping:
+# when the judge accuracy drops, or earlier? Then set `cfg["same_pool_generator"] = True` and
+# rerun section 6 to measure the same-data generator yourself.
 #
 # ## Going further
 #
