@@ -31,16 +31,11 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
 from lablib import config
+from lablib.models import _positive as _positive_int  # the one positive-int check
 
 # ---------------------------------------------------------------------------------------------
 # Part A: a class-conditional DDPM on small grey images
 # ---------------------------------------------------------------------------------------------
-
-
-def _positive_int(name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def make_unet(image_size: int = 16, channels: int = 1, num_classes: int = 10,

@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lablib import augment
+from lablib.models import _positive
 from lablib.train import History, predict
 
 
@@ -151,8 +152,7 @@ def train(
     """
     check_mu(mu)
     for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        _positive(name, value)
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
     device = next(model.parameters()).device
