@@ -6,7 +6,8 @@ PIP    := $(BIN)/python -m pip
 # Every install goes through the constraints file: it pins torch (see constraints.txt).
 CONSTRAINTS ?= constraints.txt
 NBMAKE := $(BIN)/python -m pytest --nbmake --nbmake-timeout=900 -p no:cacheprovider -q
-LABS   := $(sort $(wildcard labs/[0-9][0-9]_*.ipynb))
+# A lab is labs/NN_topic.ipynb, or labs/NN_topic/NN_topic.ipynb when it has scripts beside it.
+LABS   := $(sort $(wildcard labs/[0-9][0-9]_*.ipynb labs/[0-9][0-9]_*/[0-9][0-9]_*.ipynb))
 
 .PHONY: setup lab test unit lint pins smoke cpu results sync docker docker-run clean help
 .DEFAULT_GOAL := help
@@ -14,7 +15,7 @@ LABS   := $(sort $(wildcard labs/[0-9][0-9]_*.ipynb))
 help:
 	@echo "make lab      set up .venv if missing, then serve JupyterLab on 127.0.0.1 (token on)"
 	@echo "make test     set up .venv if missing, then lint, unit tests, labs at smoke and cpu scale, results report"
-	@echo "make smoke    run every lab at LAB_SCALE=smoke (quick loop)"
+	@echo "make smoke    run every lab at LAB_SCALE=smoke with the reference answers (quick loop)"
 	@echo "make results  run every lab at the current LAB_SCALE and render docs/results.md"
 	@echo "make sync     regenerate labs/*.ipynb from labs/*.py (the .py is the source)"
 	@echo "make pins     resolve the pinned Docker/conda stacks with pip (dry run, needs PyPI)"
@@ -49,7 +50,7 @@ sync: setup
 	$(BIN)/python tools/sync_labs.py
 
 lint: setup
-	$(BIN)/ruff check lablib tests tools labs/*.py
+	$(BIN)/ruff check lablib tests tools labs conftest.py
 	$(BIN)/hadolint Dockerfile
 
 # The Docker image and the conda environments install requirements/*.txt; resolve those pins
@@ -60,19 +61,24 @@ pins: setup
 unit: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
+# The smoke pass runs with the reference answers in place of the learner's stubs
+# (LAB_SOLUTIONS=1): every exercise check must then say correct, and every lab must have at
+# least two (lab 00, the setup check, aside). The cpu pass below runs the stubs as a learner has them.
 smoke: setup
-	LAB_SCALE=smoke $(NBMAKE) $(LABS)
+	rm -f results/*.smoke.json
+	LAB_SOLUTIONS=1 LAB_SCALE=smoke $(NBMAKE) $(LABS)
+	$(BIN)/python -m lablib.core.results --scale smoke --exercises 2 --exempt 00_setup_check
 
 # The cpu run asserts each lab's effect; old cpu records are cleared first so the check
 # below proves that every lab wrote a fresh one in this run.
 cpu: setup
 	rm -f results/*.cpu.json
 	LAB_SCALE=cpu $(NBMAKE) $(LABS)
-	$(BIN)/python -m lablib.results --scale cpu --require-all
+	$(BIN)/python -m lablib.core.results --scale cpu --require-all
 
 results: setup
 	$(NBMAKE) $(LABS)
-	$(BIN)/python -m lablib.results
+	$(BIN)/python -m lablib.core.results
 
 test: lint pins unit smoke cpu
 

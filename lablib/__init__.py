@@ -1,12 +1,21 @@
-"""lablib: the support package of the AI Engineering Lab.
+"""lablib: the support package of the AI Engineering Lab. A lab imports what it needs by role:
 
-Modules, one concern each: config (scale, device, seed), data, augment, models, train, viz,
-bench, results, checks, compat, env; one per technique: distill, prune, amp, fixmatch, diffusion,
-onnx_export, quantize. `show(fn)` prints the source of the code a lab uses.
+  lablib.core     config (scale, device, seed, lab name), env, results (claims and records),
+                  checks (self-checking exercises), show (source listings, tables), bench,
+                  viz, cache (atomic files and checkpoint folders), compat (version shims only),
+                  validate (argument checks)
+  lablib.data     datasets (digits, shapes, your image folder, loaders), augment
+  lablib.nets     models, train (the one training loop: `fit` with a pluggable step)
+  lablib.methods  one module per technique: distill, pruning, amp, fixmatch, diffusion,
+                  stable_diffusion, quantize
+  lablib.deploy   onnx_export (export, ONNX Runtime sessions, parity)
+
+What a lab teaches is written in the lab; lablib keeps the tested reference it is checked
+against, and the scaffolding no lab should rewrite. `show(fn)` prints any function's source.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from lablib.source import show  # noqa: E402
+from lablib.core.show import show, table  # noqa: E402
 
-__all__ = ["show", "__version__"]
+__all__ = ["show", "table", "__version__"]

@@ -40,7 +40,10 @@
 # %%
 import torch
 
-from lablib import bench, checks, config, data, env, models, results, show, train, viz
+from lablib import show
+from lablib.core import bench, checks, config, env, results, viz
+from lablib.data import datasets
+from lablib.nets import models, train
 
 cfg = config.profile(
     smoke=dict(epochs=1, bench_repeats=3),
@@ -69,7 +72,7 @@ all_ok = env.print_report(checks_found)
 # the same train, validation and test images.
 
 # %%
-splits = data.digits()
+splits = datasets.digits()
 print(splits)
 viz.image_grid(splits.train.x[:20], labels=[splits.classes[i] for i in splits.train.y[:20]], title="Digits from the training split")
 
@@ -81,9 +84,9 @@ viz.image_grid(splits.train.x[:20], labels=[splits.classes[i] for i in splits.tr
 show(models.SmallCNN)
 
 # %%
-train_loader = data.loader(splits.train, batch_size=64, shuffle=True)
-val_loader = data.loader(splits.val, batch_size=256)
-test_loader = data.loader(splits.test, batch_size=256)
+train_loader = datasets.loader(splits.train, batch_size=64, shuffle=True)
+val_loader = datasets.loader(splits.val, batch_size=256)
+test_loader = datasets.loader(splits.test, batch_size=256)
 
 model = models.SmallCNN().to(device)
 print(f"SmallCNN: {models.count_params(model):,} parameters")
@@ -140,7 +143,7 @@ viz.bars(
 #
 # Every lab ends by recording its headline figures with `results.record`. They go to
 # `results/00_setup_check.<scale>.json` with a stamp of this environment, and
-# `python -m lablib.results` gathers every lab's figures into `docs/results.md`.
+# `python -m lablib.core.results` gathers every lab's figures into `docs/results.md`.
 
 # %%
 results.record(

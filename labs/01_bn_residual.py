@@ -33,7 +33,10 @@ import math
 import torch
 from torch import nn
 
-from lablib import checks, config, data, env, models, results, show, train, viz
+from lablib import show
+from lablib.core import checks, config, env, results, viz
+from lablib.data import datasets
+from lablib.nets import models, train
 
 cfg = config.profile(
     smoke=dict(depth=6, width=8, epochs=1, sgd_lr=0.05, adam_lr=2e-3),
@@ -121,10 +124,10 @@ print("FixedResidualModel output:", tuple(FixedResidualModel()(images).shape))
 # The flags `norm` and `residual` switch on the two fixes; with both off it is the plain network.
 
 # %%
-splits = data.digits()
-train_loader = data.loader(splits.train, batch_size=64, shuffle=True)
-val_loader = data.loader(splits.val, batch_size=256)
-test_loader = data.loader(splits.test, batch_size=256)
+splits = datasets.digits()
+train_loader = datasets.loader(splits.train, batch_size=64, shuffle=True)
+val_loader = datasets.loader(splits.val, batch_size=256)
+test_loader = datasets.loader(splits.test, batch_size=256)
 print(splits)
 show(models.ResidualBlock)
 
@@ -164,7 +167,7 @@ def first_and_last(name):
 for name in ("plain sigmoid", "plain relu"):
     first, last = first_and_last(name)
     print(f"{name:>14}: gradient norm, first block {first:.1e}, last block {last:.1e}  (ratio {first / max(last, 1e-45):.0e})")
-viz.grad_norms({name: runs[name]["monitor"].first() for name in ("plain sigmoid", "plain relu")},
+viz.per_layer({name: runs[name]["monitor"].first() for name in ("plain sigmoid", "plain relu")},
                title=f"Gradient norm per layer at the first step, depth {cfg.depth}")
 
 # %% [markdown]
@@ -245,7 +248,7 @@ viz.curves({name: r["history"] for name, r in runs.items() if name != "plain sig
            metrics=("train_loss", "val_acc"), title=f"Depth {cfg.depth}: learning curves")
 
 # %%
-viz.grad_norms({name: runs[name]["monitor"].first() for name in ("plain relu", "BN only", "residual only", "BN + residual")},
+viz.per_layer({name: runs[name]["monitor"].first() for name in ("plain relu", "BN only", "residual only", "BN + residual")},
                title="Gradient norm per layer at the first step: before and after the fixes")
 
 # %% [markdown]

@@ -38,7 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lablib import checks, config, data, distill, env, models, results, show, train, viz
+from lablib import show
+from lablib.core import checks, config, env, results, viz
+from lablib.data import datasets
+from lablib.methods import distill
+from lablib.nets import models, train
 
 cfg = config.profile(
     smoke=dict(teacher_width=8, teacher_epochs=1, student_width=8, student_epochs=1, seeds=1, transfer_share=0.4, labels_per_class=5, T=2.0, alpha=0.7),
@@ -58,15 +62,15 @@ cfg
 # student with so few channels that it has more than 20× fewer parameters.
 
 # %%
-splits = data.digits()
-train_loader = data.loader(splits.train, batch_size=64, shuffle=True)
-val_loader = data.loader(splits.val, batch_size=256)
-test_loader = data.loader(splits.test, batch_size=256)
+splits = datasets.digits()
+train_loader = datasets.loader(splits.train, batch_size=64, shuffle=True)
+val_loader = datasets.loader(splits.val, batch_size=256)
+test_loader = datasets.loader(splits.test, batch_size=256)
 
 def train_teacher(dataset, name):
     config.seed_everything(0)
     model = models.SmallCNN(width=cfg.teacher_width)
-    train.fit(model, data.loader(dataset, batch_size=64, shuffle=True), val_loader, epochs=cfg.teacher_epochs,
+    train.fit(model, datasets.loader(dataset, batch_size=64, shuffle=True), val_loader, epochs=cfg.teacher_epochs,
               lr=3e-3, schedule="cosine", device=device, desc=name)
     return model.eval()
 
@@ -171,7 +175,7 @@ def teacher_guided(teacher, T, alpha):
 
 def train_student(seed, dataset, epochs, compute_loss=None, name="student"):
     student = new_student(seed)
-    loader = data.loader(dataset, batch_size=64, shuffle=True, seed=seed)
+    loader = datasets.loader(dataset, batch_size=64, shuffle=True, seed=seed)
     train.fit(student, loader, epochs=epochs, lr=3e-3, schedule="cosine", compute_loss=compute_loss,
               device=device, desc=name, progress=False)
     return train.evaluate(student, test_loader)["acc"]
@@ -206,7 +210,7 @@ print(f"the teacher's labels for its own training images: {memorised:.1%} correc
 # and its unlabelled images.
 
 # %%
-teacher_pool, transfer_pool = data.partition(splits.train, cfg.transfer_share, seed=0)
+teacher_pool, transfer_pool = datasets.partition(splits.train, cfg.transfer_share, seed=0)
 teacher_b = train_teacher(teacher_pool, "teacher B")
 teacher_b_acc = train.evaluate(teacher_b, test_loader)["acc"]
 print(f"teacher pool {len(teacher_pool)} images, transfer pool {len(transfer_pool)} images (disjoint)")
@@ -229,17 +233,17 @@ steps = cfg.student_epochs * len(train_loader)  # every student gets as many opt
 
 
 def epochs_for(dataset):
-    return math.ceil(steps / len(data.loader(dataset, batch_size=64)))
+    return math.ceil(steps / len(datasets.loader(dataset, batch_size=64)))
 
 
 
 for seed in range(cfg.seeds):
-    labelled, unlabelled = data.labelled_split(transfer_pool, per_class=cfg.labels_per_class, seed=seed)
+    labelled, unlabelled = datasets.labelled_split(transfer_pool, per_class=cfg.labels_per_class, seed=seed)
     with torch.no_grad():
         pseudo = distill.pseudo_labels(teacher_b(unlabelled.x))  # the top class of every image
     images = torch.cat([labelled.x, unlabelled.x])
-    with_pseudo = data.ImageSet(images, torch.cat([labelled.y, pseudo]), splits.classes)
-    with_soft = data.ImageSet(images, torch.cat([labelled.y, torch.full_like(unlabelled.y, -1)]), splits.classes)
+    with_pseudo = datasets.ImageSet(images, torch.cat([labelled.y, pseudo]), splits.classes)
+    with_soft = datasets.ImageSet(images, torch.cat([labelled.y, torch.full_like(unlabelled.y, -1)]), splits.classes)
 
     scores[ALONE].append(train_student(seed, labelled, epochs_for(labelled)))
     scores[HARD].append(train_student(seed, with_pseudo, epochs_for(with_pseudo)))

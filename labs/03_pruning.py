@@ -37,8 +37,11 @@ import copy
 import torch
 from torch.nn.utils import prune  # the API the article uses
 
-from lablib import bench, checks, config, data, env, models, results, show, train, viz
-from lablib import prune as pruning  # this lab's tested helpers (shown below as they are used)
+from lablib import show
+from lablib.core import bench, checks, config, env, results, viz
+from lablib.data import datasets
+from lablib.methods import pruning  # this lab's tested helpers shown below
+from lablib.nets import models, train
 
 cfg = config.profile(
     smoke=dict(hidden=(128, 128), epochs=2, finetune_epochs=1, amounts=(0.5, 0.9), keep=0.25, bench_batch=256, bench_repeats=3),
@@ -58,10 +61,10 @@ cfg
 # more than 8×8 digits need, which is the situation pruning is for.
 
 # %%
-splits = data.digits()
-train_loader = data.loader(splits.train, batch_size=64, shuffle=True)
-val_loader = data.loader(splits.val, batch_size=256)
-test_loader = data.loader(splits.test, batch_size=256)
+splits = datasets.digits()
+train_loader = datasets.loader(splits.train, batch_size=64, shuffle=True)
+val_loader = datasets.loader(splits.val, batch_size=256)
+test_loader = datasets.loader(splits.test, batch_size=256)
 
 config.seed_everything(0)
 dense = models.MLP(64, hidden=cfg.hidden, num_classes=10)

@@ -37,7 +37,11 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from lablib import amp, bench, checks, compat, config, data, env, models, results, show, train, viz
+from lablib import show
+from lablib.core import bench, checks, compat, config, env, results, viz
+from lablib.data import datasets
+from lablib.methods import amp
+from lablib.nets import models, train
 
 cfg = config.profile(
     smoke=dict(width=8, epochs=1, bench_size=8, bench_batch=64, matmul_n=256, matmul_repeats=2, repeats=2, rounds=1),
@@ -99,7 +103,7 @@ show(amp.train_step)
 show(amp.autocast_dtypes)
 
 # %%
-splits = data.digits()
+splits = datasets.digits()
 probe = models.SmallCNN(width=cfg.width)
 xb, yb = splits.train.x[:8], splits.train.y[:8]
 table = {dt: amp.autocast_dtypes(probe, xb, device, dt, y=yb) for dt in ("fp32", "bf16", "fp16")}
@@ -145,7 +149,7 @@ def train_model(amp_mode, seed=0):
     """The same SmallCNN, data order and schedule for every precision."""
     config.seed_everything(seed)
     model = models.SmallCNN(width=cfg.width)
-    loader = data.loader(splits.train, batch_size=64, shuffle=True, seed=seed)
+    loader = datasets.loader(splits.train, batch_size=64, shuffle=True, seed=seed)
     history = train.fit(model, loader, epochs=cfg.epochs, lr=3e-3, schedule="cosine", device=device,
                         amp=amp_mode, desc=f"train {amp_mode or 'fp32'}")
     return model, history
@@ -252,7 +256,7 @@ a16 = a32.to(torch.bfloat16)
 matmul = bench.compare({"fp32": lambda: a32 @ a32, "bf16": lambda: a16 @ a16},
                        rounds=cfg.rounds, warmup=1, repeats=cfg.matmul_repeats)
 
-big = data.digits(size=cfg.bench_size)
+big = datasets.digits(size=cfg.bench_size)
 xs, ys = big.train.x[: cfg.bench_batch], big.train.y[: cfg.bench_batch]
 steps = {}
 for name in ("fp32", "bf16"):
@@ -322,7 +326,7 @@ else:
 
 # %%
 bf16_model, bf16_history = train_model("bf16")
-test_loader = data.loader(splits.test, batch_size=256)
+test_loader = datasets.loader(splits.test, batch_size=256)
 acc = {
     "fp32": train.evaluate(fp32_model, test_loader)["acc"],
     "bf16": train.evaluate(bf16_model, test_loader, amp="bf16")["acc"],

@@ -41,7 +41,11 @@ import torch
 import torch.nn.functional as F
 from kornia.augmentation.auto import RandAugment
 
-from lablib import augment, checks, config, data, env, fixmatch, models, results, show, viz
+from lablib import show
+from lablib.core import checks, config, env, results, viz
+from lablib.data import augment, datasets
+from lablib.methods import fixmatch
+from lablib.nets import models
 
 cfg = config.profile(
     smoke=dict(labels_per_class=5, steps=20, eval_every=10, seeds=1, batch_size=16, mu=2, tau=0.95, lambda_u=1.0, lr=0.1,
@@ -67,9 +71,9 @@ cfg
 # model, and the validation split is not used.
 
 # %%
-splits = data.digits()
-test_loader = data.loader(splits.test, batch_size=512)
-labelled, unlabelled = data.labelled_split(splits.train, per_class=cfg.labels_per_class, seed=0)
+splits = datasets.digits()
+test_loader = datasets.loader(splits.test, batch_size=512)
+labelled, unlabelled = datasets.labelled_split(splits.train, per_class=cfg.labels_per_class, seed=0)
 print(f"training split {len(splits.train)} images: {len(labelled)} labelled ({labelled.counts()} per class), "
       f"{len(unlabelled)} unlabelled; {len(splits.test)} test images")
 viz.image_grid(labelled.x[labelled.y.argsort()][:: max(1, cfg.labels_per_class // 5)][:50],
@@ -162,7 +166,7 @@ show(fixmatch.supervised_step)
 # %%
 def run(step_fn, seed, per_class, desc):
     """Train a fresh SmallCNN on seed's labelled split with `step_fn`; returns (model, history)."""
-    labelled, unlabelled = data.labelled_split(splits.train, per_class=per_class, seed=seed)
+    labelled, unlabelled = datasets.labelled_split(splits.train, per_class=per_class, seed=seed)
     config.seed_everything(seed)
     model = models.SmallCNN().to(device)
     history = fixmatch.train(model, labelled, unlabelled, test_loader, step_fn=step_fn, steps=cfg.steps,
@@ -577,15 +581,15 @@ checks.check_function(
 # %%
 cifar = config.data_dir() / "cifar10"
 if (cifar / "train").is_dir() and (cifar / "test").is_dir():
-    train_rgb = data.image_folder(cifar / "train", size=32)
-    test_rgb = data.image_folder(cifar / "test", size=32)
-    lab_rgb, unlab_rgb = data.labelled_split(train_rgb, per_class=4, seed=0)
+    train_rgb = datasets.image_folder(cifar / "train", size=32)
+    test_rgb = datasets.image_folder(cifar / "test", size=32)
+    lab_rgb, unlab_rgb = datasets.labelled_split(train_rgb, per_class=4, seed=0)
     rgb_step = functools.partial(fixmatch.fixmatch_step, tau=0.95, lambda_u=1.0,
                                  weak=functools.partial(augment.weak, shift=4, flip=True),
                                  strong=functools.partial(augment.strong, shift=4, flip=True))
     config.seed_everything(0)
     rgb_model = models.SmallCNN(in_channels=3, width=64).to(device)
-    rgb_history = fixmatch.train(rgb_model, lab_rgb, unlab_rgb, data.loader(test_rgb, batch_size=1024),
+    rgb_history = fixmatch.train(rgb_model, lab_rgb, unlab_rgb, datasets.loader(test_rgb, batch_size=1024),
                                  step_fn=rgb_step, steps=20_000, batch_size=64, mu=7, lr=0.03, eval_every=1000, desc="CIFAR-10")
     print(rgb_history)
 else:

@@ -37,7 +37,11 @@ import diffusers
 import torch
 import transformers
 
-from lablib import checks, config, data, diffusion, env, models, results, show, train, viz
+from lablib import show
+from lablib.core import cache, checks, config, env, results, viz
+from lablib.data import datasets
+from lablib.methods import diffusion, stable_diffusion
+from lablib.nets import models, train
 
 cfg = config.profile(
     smoke=dict(gen_steps=4, batch_size=16, sample_steps=3, guidance_scale=2.0, synth_guidance=1.0, labels_per_class=10, synth_per_class=[2, 4],
@@ -74,14 +78,14 @@ cfg
 # The test split is seen by none of them during training; every accuracy below is measured on it.
 
 # %%
-splits = data.digits(size=16)
-labelled, pool = data.labelled_split(splits.train, per_class=cfg.labels_per_class, seed=0)
-test_loader = data.loader(splits.test, batch_size=256)
+splits = datasets.digits(size=16)
+labelled, pool = datasets.labelled_split(splits.train, per_class=cfg.labels_per_class, seed=0)
+test_loader = datasets.loader(splits.test, batch_size=256)
 assert not set(map(bytes, labelled.x.numpy())) & set(map(bytes, pool.x.numpy())), "pool and labelled overlap"
 
 config.seed_everything(0)
 judge = models.SmallCNN(width=32)
-train.fit(judge, data.loader(splits.train, batch_size=64, shuffle=True), epochs=cfg.judge_epochs, lr=3e-3,
+train.fit(judge, datasets.loader(splits.train, batch_size=64, shuffle=True), epochs=cfg.judge_epochs, lr=3e-3,
           schedule="cosine", device=device, desc="judge", progress=False)
 judge = judge.cpu().eval()
 judge_test_acc = train.evaluate(judge, test_loader)["acc"]
@@ -148,11 +152,11 @@ show(diffusion.ddpm_loss)
 # change to the settings trains afresh.
 
 # %%
-def generator_for(images: data.ImageSet, name: str):
+def generator_for(images: datasets.ImageSet, name: str):
     """Train a class-conditional UNet on `images`, or load it when this exact training ran before."""
     settings = dict(steps=cfg.gen_steps, batch_size=cfg.batch_size, lr=2e-3, p_uncond=0.1, seed=0, widths=[32, 64, 64],
-                    schedule=train_sched.config.beta_schedule, data=diffusion.fingerprint(images.x, images.y))
-    where = diffusion.cache_folder(name, settings)
+                    schedule=train_sched.config.beta_schedule, data=cache.fingerprint(images.x, images.y))
+    where = cache.cache_folder(name, settings)
     if diffusion.has_checkpoint(where):
         unet, extra = diffusion.load_unet(where)
         print(f"{name}: loaded the cached checkpoint {where.name} (delete the folder to retrain)")
@@ -304,10 +308,10 @@ viz.grouped_bars({str(c): {"generated": div_synth[c].item(), "real test": div_re
 # test split.
 
 # %%
-def train_classifier(images: data.ImageSet, seed: int) -> float:
+def train_classifier(images: datasets.ImageSet, seed: int) -> float:
     config.seed_everything(seed)
     model = models.SmallCNN(width=16)
-    loader = data.loader(images, batch_size=64, shuffle=True, seed=seed)
+    loader = datasets.loader(images, batch_size=64, shuffle=True, seed=seed)
     epochs = max(1, -(-cfg.clf_steps // len(loader)))  # ceil: at least clf_steps optimizer steps
     train.fit(model, loader, epochs=epochs, lr=3e-3, schedule="cosine", device=device, progress=False)
     return train.evaluate(model, test_loader)["acc"]
@@ -315,7 +319,7 @@ def train_classifier(images: data.ImageSet, seed: int) -> float:
 
 def with_synthetic(x, y, n_per_class):
     keep = torch.cat([torch.where(y == c)[0][:n_per_class] for c in range(10)])
-    return data.ImageSet(torch.cat([labelled.x, x[keep]]), torch.cat([labelled.y, y[keep]]), splits.classes)
+    return datasets.ImageSet(torch.cat([labelled.x, x[keep]]), torch.cat([labelled.y, y[keep]]), splits.classes)
 
 
 REAL = f"real only ({len(labelled)})"
@@ -433,7 +437,7 @@ if cfg.scale != "smoke":
 #
 # ## 8. Build the pipeline
 #
-# `diffusion.sd_pipeline()` returns a real checkpoint when `LAB_SD_MODEL` names one (a local folder
+# `stable_diffusion.sd_pipeline()` returns a real checkpoint when `LAB_SD_MODEL` names one (a local folder
 # saved with `save_pretrained`, or a hub id with `LAB_ALLOW_DOWNLOADS=1` on a CUDA GPU), and
 # otherwise a **tiny, randomly initialised** `StableDiffusionPipeline`: the same components as
 # Stable Diffusion (a CLIP text encoder and tokenizer, a UNet with cross-attention, a VAE, a
@@ -442,7 +446,7 @@ if cfg.scale != "smoke":
 # the real model.
 
 # %%
-pipe, what = diffusion.sd_pipeline()
+pipe, what = stable_diffusion.sd_pipeline()
 pipe.set_progress_bar_config(disable=True)
 print(what)
 for name in ("text_encoder", "unet", "vae"):
@@ -489,9 +493,9 @@ print("same seed, same image:", image.tobytes() == again.tobytes(),
 # %%
 prompts = {d: f"a handwritten digit {d}, white on black" for d in ("0", "1", "2")}
 sd_root = folder / "sd_synthetic"
-written = diffusion.generate_folder(pipe, prompts, sd_root, per_class=4, steps=cfg.sd_steps, guidance_scale=7.5,
+written = stable_diffusion.generate_folder(pipe, prompts, sd_root, per_class=4, steps=cfg.sd_steps, guidance_scale=7.5,
                                     seed=0, size=size)
-sd_images = data.image_folder(sd_root, size=16, channels=1)
+sd_images = datasets.image_folder(sd_root, size=16, channels=1)
 print({name: len(paths) for name, paths in written.items()}, "->", sd_images, sd_images.counts())
 viz.image_grid(sd_images.x, labels=[sd_images.classes[i] for i in sd_images.y], ncols=4, size=0.9,
                title=f"From the folder ({'noise: the tiny pipeline is untrained' if 'tiny' in what else what})")
@@ -579,9 +583,9 @@ checks.check_function(
 # pipe = pipe.to("cuda")
 # pipe.enable_attention_slicing()      # less GPU memory for a little speed
 # prompts = {"healthy": "X-ray image of healthy lung", "pneumonia": "X-ray image of lung with pneumonia"}
-# diffusion.generate_folder(pipe, prompts, "data/sd_xrays", per_class=200, steps=30, guidance_scale=7.5,
+# stable_diffusion.generate_folder(pipe, prompts, "data/sd_xrays", per_class=200, steps=30, guidance_scale=7.5,
 #                           negative_prompt="text, watermark, blurry")
-# synthetic = data.image_folder("data/sd_xrays", size=224, classes=["healthy", "pneumonia"])
+# synthetic = datasets.image_folder("data/sd_xrays", size=224, classes=["healthy", "pneumonia"])
 # ```
 #
 #   (Or `LAB_SD_MODEL=stabilityai/stable-diffusion-2-1 LAB_ALLOW_DOWNLOADS=1`, and Part B of this

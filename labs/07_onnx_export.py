@@ -36,20 +36,11 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from lablib import (
-    bench,
-    checks,
-    compat,
-    config,
-    data,
-    env,
-    models,
-    onnx_export,
-    results,
-    show,
-    train,
-    viz,
-)
+from lablib import show
+from lablib.core import bench, checks, config, env, results, viz
+from lablib.data import datasets
+from lablib.deploy import onnx_export
+from lablib.nets import models, train
 
 cfg = config.profile(
     smoke=dict(epochs=1, batch_sizes=[1, 7, 64], latency_batches=[1, 64], repeats=20, rounds=1),
@@ -73,10 +64,10 @@ cfg
 # Training happens on whatever device is best here; the export and every comparison run on the CPU.
 
 # %%
-splits = data.digits()
-train_loader = data.loader(splits.train, batch_size=64, shuffle=True)
-val_loader = data.loader(splits.val, batch_size=256)
-test_loader = data.loader(splits.test, batch_size=256)
+splits = datasets.digits()
+train_loader = datasets.loader(splits.train, batch_size=64, shuffle=True)
+val_loader = datasets.loader(splits.val, batch_size=256)
+test_loader = datasets.loader(splits.test, batch_size=256)
 
 model = models.SmallCNN()
 history = train.fit(model, train_loader, val_loader, epochs=cfg.epochs, lr=3e-3, schedule="cosine", device=device, desc="SmallCNN")
@@ -100,12 +91,12 @@ print(f"{models.count_params(model):,} parameters; eager PyTorch test accuracy {
 # Either way, the batch dimension is *fixed* to the example's size unless you say otherwise: a
 # model exported with a batch of 1 then refuses a batch of 64. The two exporters spell "dynamic"
 # differently (`dynamic_axes=` vs `dynamic_shapes=`), and some options exist only in some torch
-# versions (`external_data`, for one). `lablib.compat.onnx_export` holds that version logic, so the
+# versions (`external_data`, for one). `lablib.onnx_export.onnx_export` holds that version logic, so the
 # lab reads the same on every torch. Note one trap it handles: `torch.export` treats a dimension of
 # size 1 as a constant, so a dynamic batch is traced with an example batch of 2.
 
 # %%
-show(compat.onnx_export)
+show(onnx_export.onnx_export)
 
 # %% [markdown]
 # The dynamo exporter is chatty: it prints a progress line per stage and logs warnings.
@@ -115,7 +106,7 @@ show(compat.onnx_export)
 # %%
 onnx_path = folder / "digits_cnn.onnx"
 with onnx_export.quiet() as said:
-    compat.onnx_export(model, splits.test.x[:1], onnx_path)  # dynamic batch, one file
+    onnx_export.onnx_export(model, splits.test.x[:1], onnx_path)  # dynamic batch, one file
 print(said.summary())
 for line in dict.fromkeys(w.splitlines()[0][:150] for w in said.warnings):
     print("  ", line)
@@ -364,13 +355,13 @@ attempts = {"default (no opset)": dict(), "opset_version=13, dynamo exporter": d
             "opset_version=13, TorchScript exporter": dict(opset=13, dynamo=False)}
 opsets = {}
 for name, kwargs in attempts.items():
-    if kwargs.get("dynamo") and not compat.dynamo_exporter_available():
+    if kwargs.get("dynamo") and not onnx_export.dynamo_exporter_available():
         print(f"{name}: skipped, the dynamo exporter needs onnxscript and torch >= 2.5")
         continue
     path = folder / f"errata_{len(opsets)}.onnx"
     try:
         with onnx_export.quiet() as said:
-            compat.onnx_export(model, splits.test.x[:1], path, **kwargs)
+            onnx_export.onnx_export(model, splits.test.x[:1], path, **kwargs)
     except Exception as exc:  # an exporter that refuses is a finding too
         print(f"{name}: export failed with {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
         continue
@@ -487,7 +478,7 @@ checks.check_function(
 
 # %% [markdown]
 # **Exercise 3 (open).** Export the model again with `dynamic_batch=False` and an example batch of
-# 1 (`compat.onnx_export(model, splits.test.x[:1], folder / "static.onnx", dynamic_batch=False)`).
+# 1 (`onnx_export.onnx_export(model, splits.test.x[:1], folder / "static.onnx", dynamic_batch=False)`).
 # What does `onnx_export.inspect` report as the input shape, and what does ONNX Runtime say when you
 # give it a batch of 7? Then export with `dynamo=False` and compare the op lists of the two files:
 # which ops differ?
@@ -504,7 +495,7 @@ checks.check_function(
 #   the first run builds it, which takes a while). The same `.onnx` also feeds NVIDIA's `trtexec
 #   --onnx=model.onnx` directly. Check the opset your TensorRT version supports (section 7).
 # * **A pretrained model.** With downloads on, `torchvision.models.resnet18(weights="DEFAULT")`
-#   exports the same way (`compat.onnx_export(net.eval(), torch.rand(2, 3, 224, 224), path)`);
+#   exports the same way (`onnx_export.onnx_export(net.eval(), torch.rand(2, 3, 224, 224), path)`);
 #   at that size the batch-64 comparison in section 5 is dominated by the convolutions, and ORT's
 #   margin over eager PyTorch changes: measure it.
 # * **INT8.** Lab 08 quantises the model: PyTorch's own quantization and ONNX Runtime's

@@ -37,21 +37,12 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from lablib import (
-    bench,
-    checks,
-    compat,
-    config,
-    data,
-    env,
-    models,
-    onnx_export,
-    quantize,
-    results,
-    show,
-    train,
-    viz,
-)
+from lablib import show
+from lablib.core import bench, checks, config, env, results, viz
+from lablib.data import datasets
+from lablib.deploy import onnx_export
+from lablib.methods import quantize
+from lablib.nets import models, train
 
 cfg = config.profile(
     smoke=dict(width=16, epochs=1, mlp_hidden=(256, 256), mlp_epochs=1, calib_images=64,
@@ -82,10 +73,10 @@ cfg
 # runs on the CPU.
 
 # %%
-splits = data.digits()
-train_loader = data.loader(splits.train, batch_size=64, shuffle=True)
-val_loader = data.loader(splits.val, batch_size=256)
-test_loader = data.loader(splits.test, batch_size=256)
+splits = datasets.digits()
+train_loader = datasets.loader(splits.train, batch_size=64, shuffle=True)
+val_loader = datasets.loader(splits.val, batch_size=256)
+test_loader = datasets.loader(splits.test, batch_size=256)
 
 cnn = models.SmallCNN(width=cfg.width)
 train.fit(cnn, train_loader, val_loader, epochs=cfg.epochs, lr=3e-3, schedule="cosine", device=device, desc="SmallCNN")
@@ -94,7 +85,7 @@ fp32_acc = train.evaluate(cnn, test_loader)["acc"]
 
 paths = {"fp32": folder / "cnn_fp32.onnx"}
 with onnx_export.quiet():
-    compat.onnx_export(cnn, splits.test.x[:1], paths["fp32"])
+    onnx_export.onnx_export(cnn, splits.test.x[:1], paths["fp32"])
 print(f"{models.count_params(cnn):,} parameters; eager test accuracy {fp32_acc:.3f}; "
       f"fp32 ONNX file {quantize.file_size(paths['fp32']) / 1024:.0f} kB")
 
@@ -193,7 +184,7 @@ size_kb = {name: quantize.file_size(p) / 1024 for name, p in paths.items()}
 
 narrow = {"fp32": folder / "cnn16_fp32.onnx"}
 with onnx_export.quiet():
-    compat.onnx_export(models.SmallCNN(width=16).eval(), splits.test.x[:1], narrow["fp32"])
+    onnx_export.onnx_export(models.SmallCNN(width=16).eval(), splits.test.x[:1], narrow["fp32"])
 narrow["static QDQ"] = quantize.static(narrow["fp32"], folder / "cnn16_static_qdq.onnx", calibration)
 narrow_kb = {k: quantize.file_size(p) / 1024 for k, p in narrow.items()}
 
@@ -284,7 +275,7 @@ train.fit(mlp, train_loader, val_loader, epochs=cfg.mlp_epochs, lr=1e-3, schedul
 mlp = mlp.cpu().eval()
 mlp_paths = {"fp32": folder / "mlp_fp32.onnx"}
 with onnx_export.quiet():
-    compat.onnx_export(mlp, splits.test.x[:1], mlp_paths["fp32"])
+    onnx_export.onnx_export(mlp, splits.test.x[:1], mlp_paths["fp32"])
 mlp_paths["dynamic"] = quantize.dynamic(mlp_paths["fp32"], folder / "mlp_dynamic.onnx")
 mlp_paths["static QDQ"] = quantize.static(mlp_paths["fp32"], folder / "mlp_static_qdq.onnx", calibration, fmt="qdq")
 mlp_paths["static QOperator"] = quantize.static(mlp_paths["fp32"], folder / "mlp_static_qop.onnx", calibration, fmt="qoperator")
@@ -335,13 +326,13 @@ viz.grouped_bars({f"batch {b}": {n: t[b] for n, t in mlp_ms.items()} for b in (1
 # PyTorch's classic API, `torch.ao.quantization` (eager-mode `quantize_dynamic`, FX graph mode),
 # is **deprecated**: its successor is the separate `torchao` package
 # (`torchao.quantization.quantize_(model, Int8DynamicActivationInt8WeightConfig())`).
-# `lablib.compat.int8_dynamic` uses torchao when it is installed and otherwise, while it still
+# `lablib.quantize.int8_dynamic` uses torchao when it is installed and otherwise, while it still
 # exists, the deprecated `torch.ao.quantization.quantize_dynamic`; here it runs on the MLP, eager
 # PyTorch at batch 64.
 
 # %%
-show(compat.int8_dynamic)
-tq_model, path = compat.int8_dynamic(mlp)
+show(quantize.int8_dynamic)
+tq_model, path = quantize.int8_dynamic(mlp)
 torch_q = {"path": path}
 print("PyTorch int8 path:", path)
 
@@ -401,7 +392,7 @@ print(f"{bits}-bit weights: fp32 {fp32_acc:.4f}, post-training rounding {ptq_acc
 # %%
 qat_paths = {"fp32": folder / "cnn_qat_fp32.onnx"}
 with onnx_export.quiet():
-    compat.onnx_export(qat_model, splits.test.x[:1], qat_paths["fp32"])
+    onnx_export.onnx_export(qat_model, splits.test.x[:1], qat_paths["fp32"])
 qat_paths["static QDQ"] = quantize.static(qat_paths["fp32"], folder / "cnn_qat_qdq.onnx", calibration)
 qat_onnx_acc = onnx_export.ort_accuracy(onnx_export.session(qat_paths["static QDQ"]), test_loader)[0]
 print(f"QAT model as a QDQ file: {quantize.file_size(qat_paths['static QDQ']) / 1024:.0f} kB, test acc {qat_onnx_acc:.4f}")

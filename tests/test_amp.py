@@ -4,7 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from lablib import amp, compat, models
+from lablib.core import compat
+from lablib.methods import amp
+from lablib.nets import models
 
 
 def test_cpu_bf16_autocast_runs_conv_and_linear_in_bf16_and_the_loss_in_fp32():

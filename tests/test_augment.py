@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lablib import augment
+from lablib.data import augment
 
 
 def _images(c=1, n=16, size=8, seed=0):

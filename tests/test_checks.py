@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from lablib import checks
-from lablib.train import accuracy
+from lablib.core import checks
+from lablib.nets.train import accuracy
 
 
 def _inputs(g):
@@ -126,9 +126,9 @@ def test_check_module_catches_misplaced_or_missing_batchnorm():
 
 
 def test_compare_nested():
-    assert checks.compare({"a": [1.0, torch.ones(2)]}, {"a": [1.0, torch.ones(2)]}) is None
-    assert "['a'][1]" in checks.compare({"a": [1.0, torch.zeros(2)]}, {"a": [1.0, torch.ones(2)]})
-    assert checks.compare(3, 3.5) is not None
+    assert checks.difference({"a": [1.0, torch.ones(2)]}, {"a": [1.0, torch.ones(2)]}) is None
+    assert "['a'][1]" in checks.difference({"a": [1.0, torch.zeros(2)]}, {"a": [1.0, torch.ones(2)]})
+    assert checks.difference(3, 3.5) is not None
 
 
 def test_bad_arguments():

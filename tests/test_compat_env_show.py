@@ -4,8 +4,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from lablib import compat, env, models, show
-from lablib.source import source
+from lablib import show
+from lablib.core import compat, env
+from lablib.core.show import source
+from lablib.deploy import onnx_export
+from lablib.methods import quantize
+from lablib.nets import models
 
 
 def test_version_tuple():
@@ -25,20 +29,20 @@ def test_grad_scaler_is_current_api_and_disabled_off_cuda():
 def test_load_round_trip_and_refuses_pickled_objects(tmp_path):
     sd = models.SmallCNN().state_dict()
     torch.save(sd, tmp_path / "w.pt")
-    back = compat.load(tmp_path / "w.pt")
+    back = compat.torch_load(tmp_path / "w.pt")
     assert all(torch.equal(back[k], sd[k]) for k in sd)
     torch.save({"obj": object()}, tmp_path / "bad.pt")
     with pytest.raises(Exception, match="(?i)weights_only|unsupported"):
-        compat.load(tmp_path / "bad.pt")
+        compat.torch_load(tmp_path / "bad.pt")
 
 
 @pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
 def test_onnx_export_both_exporters_dynamic_batch(tmp_path, dynamo):
-    if dynamo and not compat.dynamo_exporter_available():
+    if dynamo and not onnx_export.dynamo_exporter_available():
         pytest.skip("dynamo exporter not available in this torch")
     torch.manual_seed(0)
     model = models.SmallCNN().eval()
-    path = compat.onnx_export(model, torch.randn(1, 1, 8, 8), tmp_path / "m.onnx", dynamo=dynamo)
+    path = onnx_export.onnx_export(model, torch.randn(1, 1, 8, 8), tmp_path / "m.onnx", dynamo=dynamo)
     onnx.checker.check_model(onnx.load(str(path)))
     assert not (tmp_path / "m.onnx.data").exists()  # a single self-contained file
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -51,22 +55,22 @@ def test_onnx_export_both_exporters_dynamic_batch(tmp_path, dynamo):
 
 
 def test_default_exporter_follows_torch(monkeypatch):
-    monkeypatch.setattr(compat, "dynamo_exporter_available", lambda: True)
+    monkeypatch.setattr(onnx_export, "dynamo_exporter_available", lambda: True)
     monkeypatch.setattr(compat, "TORCH", (2, 5))
-    assert not compat.dynamo_is_default()  # torch 2.5-2.8: the dynamo exporter was a preview
+    assert not onnx_export.dynamo_is_default()  # torch 2.5-2.8: the dynamo exporter was a preview
     monkeypatch.setattr(compat, "TORCH", (2, 9))
-    assert compat.dynamo_is_default()
-    monkeypatch.setattr(compat, "dynamo_exporter_available", lambda: False)  # no onnxscript
-    assert not compat.dynamo_is_default()
+    assert onnx_export.dynamo_is_default()
+    monkeypatch.setattr(onnx_export, "dynamo_exporter_available", lambda: False)  # no onnxscript
+    assert not onnx_export.dynamo_is_default()
 
 
 def test_onnx_export_bad_input(tmp_path):
     with pytest.raises(TypeError, match="model"):
-        compat.onnx_export(lambda x: x, torch.zeros(1), tmp_path / "m.onnx")
+        onnx_export.onnx_export(lambda x: x, torch.zeros(1), tmp_path / "m.onnx")
     with pytest.raises(TypeError, match="example"):
-        compat.onnx_export(models.SmallCNN(), [1], tmp_path / "m.onnx")
+        onnx_export.onnx_export(models.SmallCNN(), [1], tmp_path / "m.onnx")
     with pytest.raises(ValueError, match="opset"):
-        compat.onnx_export(models.SmallCNN(), torch.zeros(1, 1, 8, 8), tmp_path / "m.onnx", opset=3)
+        onnx_export.onnx_export(models.SmallCNN(), torch.zeros(1, 1, 8, 8), tmp_path / "m.onnx", opset=3)
 
 
 def test_env_report_covers_requirements():
@@ -114,7 +118,7 @@ def test_speed_verdict_bands():
 def test_show_prints_source_with_location(capsys):
     show(models.count_params)
     out = capsys.readouterr().out
-    assert out.startswith("# lablib/models.py, line ") and "def count_params" in out
+    assert out.startswith("# lablib/nets/models.py, line ") and "def count_params" in out
     assert "class SmallCNN" in source(models.SmallCNN)
     with pytest.raises(TypeError, match="show"):
         source(3)
@@ -123,7 +127,7 @@ def test_show_prints_source_with_location(capsys):
 def test_int8_dynamic_quantizes_linear_layers_or_says_why():
     torch.manual_seed(0)
     model = models.MLP(64, hidden=(32,), num_classes=10).eval()
-    quantized, path = compat.int8_dynamic(model)
+    quantized, path = quantize.int8_dynamic(model)
     if quantized is None:
         assert "available" in path
         return
@@ -132,4 +136,4 @@ def test_int8_dynamic_quantizes_linear_layers_or_says_why():
     assert type(model.net[1]) is torch.nn.Linear  # the original is untouched
     assert (quantized(x) - model(x)).abs().max().item() < 0.05
     with pytest.raises(TypeError, match="model"):
-        compat.int8_dynamic("mlp")
+        quantize.int8_dynamic("mlp")

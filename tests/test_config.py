@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lablib import config
+from lablib.core import config
 
 
 @pytest.mark.parametrize("value", ["smoke", "cpu", "gpu", " CPU "])

@@ -3,11 +3,11 @@ import pytest
 import torch
 from PIL import Image
 
-from lablib import data
+from lablib.data import datasets
 
 
 def test_digits_split_is_fixed_disjoint_and_stratified():
-    a, b = data.digits(), data.digits()
+    a, b = datasets.digits(), datasets.digits()
     assert torch.equal(a.test.x, b.test.x) and torch.equal(a.train.y, b.train.y)
     assert len(a.train) + len(a.val) + len(a.test) == 1797
     assert a.train.x.shape[1:] == (1, 8, 8) and a.train.x.dtype == torch.float32
@@ -19,65 +19,65 @@ def test_digits_split_is_fixed_disjoint_and_stratified():
     # stratified: every class is about 20 % of the test split's share
     counts = np.array(a.test.counts())
     assert counts.min() >= 33 and counts.max() <= 38
-    other = data.digits(seed=1)
+    other = datasets.digits(seed=1)
     assert not torch.equal(other.test.x, a.test.x)
 
 
 def test_digits_resize():
-    s = data.digits(size=16)
+    s = datasets.digits(size=16)
     assert s.train.x.shape[1:] == (1, 16, 16)
     with pytest.raises(ValueError, match="size"):
-        data.digits(size=2)
+        datasets.digits(size=2)
 
 
 def test_split_validates_fractions():
-    ds = data.digits().train
+    ds = datasets.digits().train
     with pytest.raises(ValueError, match="val"):
-        data.split(ds, val=1.2)
+        datasets.split(ds, val=1.2)
     with pytest.raises(ValueError, match="val \\+ test"):
-        data.split(ds, val=0.5, test=0.5)
+        datasets.split(ds, val=0.5, test=0.5)
 
 
 def test_partition_is_disjoint_and_stratified():
-    train = data.digits().train
-    rest, part = data.partition(train, 0.4, seed=0)
+    train = datasets.digits().train
+    rest, part = datasets.partition(train, 0.4, seed=0)
     assert len(rest) + len(part) == len(train)
     assert abs(len(part) - 0.4 * len(train)) <= 10
     flat = lambda s: {tuple(r.tolist()) for r in s.x.flatten(1)}  # noqa: E731
     assert not flat(rest) & flat(part)
     assert all(abs(p / t - 0.4) < 0.05 for p, t in zip(part.counts(), train.counts(), strict=True))
     with pytest.raises(ValueError, match="fraction"):
-        data.partition(train, 1.0)
+        datasets.partition(train, 1.0)
 
 
 def test_labelled_split_counts_and_disjoint():
-    train = data.digits().train
-    lab, unl = data.labelled_split(train, per_class=5, seed=0)
+    train = datasets.digits().train
+    lab, unl = datasets.labelled_split(train, per_class=5, seed=0)
     assert lab.counts() == [5] * 10
     assert len(lab) + len(unl) == len(train)
     flat = lambda s: {tuple(r.tolist()) for r in s.x.flatten(1)}  # noqa: E731
     assert not flat(lab) & flat(unl)
-    lab2, _ = data.labelled_split(train, per_class=5, seed=0)
+    lab2, _ = datasets.labelled_split(train, per_class=5, seed=0)
     assert torch.equal(lab.x, lab2.x)
     with pytest.raises(ValueError, match="per_class"):
-        data.labelled_split(train, per_class=0)
+        datasets.labelled_split(train, per_class=0)
     with pytest.raises(ValueError, match="leaves no unlabelled"):
-        data.labelled_split(train, per_class=10_000)
+        datasets.labelled_split(train, per_class=10_000)
 
 
 def test_shapes_balanced_seeded_and_varied():
-    ds = data.shapes(n=90, size=24, seed=0)
-    assert ds.x.shape == (90, 3, 24, 24) and ds.classes == list(data.SHAPE_CLASSES)
+    ds = datasets.shapes(n=90, size=24, seed=0)
+    assert ds.x.shape == (90, 3, 24, 24) and ds.classes == list(datasets.SHAPE_CLASSES)
     assert ds.counts() == [30, 30, 30]
-    assert torch.equal(ds.x, data.shapes(n=90, size=24, seed=0).x)
-    assert not torch.equal(ds.x, data.shapes(n=90, size=24, seed=1).x)
+    assert torch.equal(ds.x, datasets.shapes(n=90, size=24, seed=0).x)
+    assert not torch.equal(ds.x, datasets.shapes(n=90, size=24, seed=1).x)
     # colours vary: many distinct background colours
     corners = {tuple((ds.x[i, :, 0, 0] * 255).round().int().tolist()) for i in range(90)}
     assert len(corners) > 60
     with pytest.raises(ValueError, match="unknown \\['hexagon'\\]"):
-        data.shapes(classes=("circle", "hexagon"))
+        datasets.shapes(classes=("circle", "hexagon"))
     with pytest.raises(ValueError, match="n must"):
-        data.shapes(n=0)
+        datasets.shapes(n=0)
 
 
 def _write_folder(root, spec, size=(12, 9)):
@@ -91,44 +91,44 @@ def _write_folder(root, spec, size=(12, 9)):
 def test_image_folder_loads_resizes_and_labels(tmp_path):
     _write_folder(tmp_path / "imgs", {"red": 3, "blue": 2})
     (tmp_path / "imgs" / "red" / "notes.txt").write_text("not an image")
-    ds = data.image_folder(tmp_path / "imgs", size=16)
+    ds = datasets.image_folder(tmp_path / "imgs", size=16)
     assert ds.classes == ["blue", "red"] and ds.counts() == [2, 3]
     assert ds.x.shape == (5, 3, 16, 16)
     red = ds.x[ds.y == 1]
     assert torch.allclose(red[:, 0].mean(), torch.tensor(200 / 255), atol=0.01)
-    grey = data.image_folder(tmp_path / "imgs", size=8, classes=["red"], channels=1)
+    grey = datasets.image_folder(tmp_path / "imgs", size=8, classes=["red"], channels=1)
     assert grey.x.shape == (3, 1, 8, 8) and grey.classes == ["red"]
 
 
 def test_image_folder_errors(tmp_path):
     with pytest.raises(ValueError, match="is not a folder"):
-        data.image_folder(tmp_path / "missing")
+        datasets.image_folder(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no class subfolders"):
-        data.image_folder(tmp_path / "empty")
+        datasets.image_folder(tmp_path / "empty")
     _write_folder(tmp_path / "imgs", {"red": 1})
     (tmp_path / "imgs" / "blue").mkdir()
     with pytest.raises(ValueError, match="has no images"):
-        data.image_folder(tmp_path / "imgs")
+        datasets.image_folder(tmp_path / "imgs")
     with pytest.raises(ValueError, match=r"classes \['green'\] are not subfolders"):
-        data.image_folder(tmp_path / "imgs", classes=["green"])
+        datasets.image_folder(tmp_path / "imgs", classes=["green"])
     with pytest.raises(ValueError, match="size"):
-        data.image_folder(tmp_path / "imgs", size=0)
+        datasets.image_folder(tmp_path / "imgs", size=0)
     with pytest.raises(ValueError, match="channels"):
-        data.image_folder(tmp_path / "imgs", classes=["red"], channels=2)
+        datasets.image_folder(tmp_path / "imgs", classes=["red"], channels=2)
 
 
 def test_loader_shuffles_reproducibly():
-    ds = data.digits().val
-    first = lambda: next(iter(data.loader(ds, 16, shuffle=True, seed=4)))[1]  # noqa: E731
+    ds = datasets.digits().val
+    first = lambda: next(iter(datasets.loader(ds, 16, shuffle=True, seed=4)))[1]  # noqa: E731
     assert torch.equal(first(), first())
-    assert torch.equal(next(iter(data.loader(ds, 16)))[1], ds.y[:16])
+    assert torch.equal(next(iter(datasets.loader(ds, 16)))[1], ds.y[:16])
     with pytest.raises(ValueError, match="batch_size"):
-        data.loader(ds, 0)
+        datasets.loader(ds, 0)
 
 
 def test_imageset_validates_shapes():
     with pytest.raises(ValueError, match="x must have shape"):
-        data.ImageSet(torch.zeros(3, 8, 8), torch.zeros(3, dtype=torch.long), ["a"])
+        datasets.ImageSet(torch.zeros(3, 8, 8), torch.zeros(3, dtype=torch.long), ["a"])
     with pytest.raises(ValueError, match="y must have shape"):
-        data.ImageSet(torch.zeros(3, 1, 8, 8), torch.zeros(2, dtype=torch.long), ["a"])
+        datasets.ImageSet(torch.zeros(3, 1, 8, 8), torch.zeros(2, dtype=torch.long), ["a"])

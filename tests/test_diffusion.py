@@ -6,7 +6,9 @@ import math
 import pytest
 import torch
 
-from lablib import data, diffusion
+from lablib.core import cache
+from lablib.data import datasets
+from lablib.methods import diffusion, stable_diffusion
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +19,7 @@ def tiny_unet():
 
 @pytest.fixture(scope="module")
 def pipe():
-    return diffusion.tiny_sd_pipeline(seed=0)
+    return stable_diffusion.tiny_sd_pipeline(seed=0)
 
 
 # --- Part A: the steps ---------------------------------------------------------------------
@@ -158,17 +160,17 @@ def test_nearest_distance_and_diversity():
 
 
 def test_cache_folder_is_keyed_by_settings(_isolated):
-    a = diffusion.cache_folder("gen", {"steps": 10, "data": "abc"})
-    assert a == diffusion.cache_folder("gen", {"data": "abc", "steps": 10})
-    assert a != diffusion.cache_folder("gen", {"steps": 11, "data": "abc"})
+    a = cache.cache_folder("gen", {"steps": 10, "data": "abc"})
+    assert a == cache.cache_folder("gen", {"data": "abc", "steps": 10})
+    assert a != cache.cache_folder("gen", {"steps": 11, "data": "abc"})
     assert str(a).startswith(str(_isolated / "data"))
-    assert diffusion.fingerprint(torch.ones(3)) != diffusion.fingerprint(torch.zeros(3))
+    assert cache.fingerprint(torch.ones(3)) != cache.fingerprint(torch.zeros(3))
     with pytest.raises(TypeError, match="settings"):
-        diffusion.cache_folder("gen", [1, 2])
+        cache.cache_folder("gen", [1, 2])
 
 
 def test_unet_round_trips_through_save_pretrained(tiny_unet, _isolated):
-    folder = diffusion.cache_folder("gen", {"x": 1})
+    folder = cache.cache_folder("gen", {"x": 1})
     assert not diffusion.has_checkpoint(folder)
     diffusion.save_unet(tiny_unet, folder, extra={"losses": [1.0, 0.5]})
     assert diffusion.has_checkpoint(folder)
@@ -189,7 +191,7 @@ def test_load_unet_missing_folder_is_a_clear_error(_isolated):
 
 
 def test_tiny_tokenizer_reads_its_vocabulary():
-    tok = diffusion.tiny_tokenizer()
+    tok = stable_diffusion.tiny_tokenizer()
     assert tok.model_max_length == 77
     ids = tok("x-ray of a lung", padding="max_length", max_length=77).input_ids
     assert len(ids) == 77 and ids[0] == tok.bos_token_id
@@ -217,28 +219,28 @@ def test_tiny_pipeline_is_seeded_and_round_trips(pipe, tmp_path):
 
 def test_sd_pipeline_choices(tmp_path, monkeypatch, pipe):
     monkeypatch.delenv("LAB_SD_MODEL", raising=False)
-    tiny, what = diffusion.sd_pipeline(device="cpu")
+    tiny, what = stable_diffusion.sd_pipeline(device="cpu")
     assert "tiny" in what
     pipe.save_pretrained(tmp_path / "sd")
     monkeypatch.setenv("LAB_SD_MODEL", str(tmp_path / "sd"))
-    local, what = diffusion.sd_pipeline(device="cpu")
+    local, what = stable_diffusion.sd_pipeline(device="cpu")
     assert "local checkpoint" in what and torch.allclose(_image(local, 0), _image(pipe, 0), atol=1e-5)
     with pytest.raises(FileNotFoundError, match="not a folder"):
-        diffusion.sd_pipeline(str(tmp_path / "missing"), device="cpu")
+        stable_diffusion.sd_pipeline(str(tmp_path / "missing"), device="cpu")
     with pytest.raises(ValueError, match="LAB_ALLOW_DOWNLOADS"):
-        diffusion.sd_pipeline("stabilityai/stable-diffusion-2-1", device="cpu", allow_download=False)
+        stable_diffusion.sd_pipeline("stabilityai/stable-diffusion-2-1", device="cpu", allow_download=False)
 
 
 def test_generate_folder_writes_a_loadable_image_folder(pipe, tmp_path):
-    files = diffusion.generate_folder(pipe, {"healthy": "x-ray image of healthy lung", "sick": "x-ray of pneumonia"},
+    files = stable_diffusion.generate_folder(pipe, {"healthy": "x-ray image of healthy lung", "sick": "x-ray of pneumonia"},
                                       tmp_path / "synth", per_class=2, steps=2, size=32)
     assert [len(v) for v in files.values()] == [2, 2]
-    ds = data.image_folder(tmp_path / "synth", size=16)
+    ds = datasets.image_folder(tmp_path / "synth", size=16)
     assert ds.classes == ["healthy", "sick"] and ds.counts() == [2, 2]
-    again = diffusion.generate_folder(pipe, {"healthy": "x-ray image of healthy lung"}, tmp_path / "again",
+    again = stable_diffusion.generate_folder(pipe, {"healthy": "x-ray image of healthy lung"}, tmp_path / "again",
                                       per_class=2, steps=2, size=32)
     assert again["healthy"][1].read_bytes() == files["healthy"][1].read_bytes()  # seeded per image
     with pytest.raises(ValueError, match="per_class"):
-        diffusion.generate_folder(pipe, {"a": "b"}, tmp_path, per_class=0)
+        stable_diffusion.generate_folder(pipe, {"a": "b"}, tmp_path, per_class=0)
     with pytest.raises(ValueError, match="prompts"):
-        diffusion.generate_folder(pipe, {}, tmp_path, per_class=1)
+        stable_diffusion.generate_folder(pipe, {}, tmp_path, per_class=1)

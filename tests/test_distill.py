@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lablib.distill import distillation_loss, pseudo_labels, soft_targets
+from lablib.methods.distill import distillation_loss, pseudo_labels, soft_targets
 
 
 def _logits(seed=0, n=16, c=10):

@@ -4,7 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lablib import data, fixmatch, models
+from lablib.data import datasets
+from lablib.methods import fixmatch
+from lablib.nets import models
 
 
 def _logits(seed=0, n=64, c=10, scale=3.0):
@@ -95,9 +97,9 @@ def test_cosine_schedule_is_the_papers():
 
 
 def test_train_logs_and_never_hands_true_labels_to_the_step():
-    splits = data.digits()
-    labelled, unlabelled = data.labelled_split(splits.train, per_class=2, seed=0)
-    loader = data.loader(splits.test, batch_size=256)
+    splits = datasets.digits()
+    labelled, unlabelled = datasets.labelled_split(splits.train, per_class=2, seed=0)
+    loader = datasets.loader(splits.test, batch_size=256)
     seen = []
 
     def spy(model, x_l, y_l, x_u):
@@ -118,9 +120,9 @@ def test_train_logs_and_never_hands_true_labels_to_the_step():
 
 def test_train_does_not_depend_on_eval_every():
     """Evaluating (a DataLoader draws from torch's global RNG) must not change the training."""
-    splits = data.digits()
-    labelled, unlabelled = data.labelled_split(splits.train, per_class=2, seed=0)
-    loader = data.loader(splits.test, batch_size=256)
+    splits = datasets.digits()
+    labelled, unlabelled = datasets.labelled_split(splits.train, per_class=2, seed=0)
+    loader = datasets.loader(splits.test, batch_size=256)
     finals = []
     for every in (1, 4):
         torch.manual_seed(0)
@@ -131,9 +133,9 @@ def test_train_does_not_depend_on_eval_every():
 
 
 def test_train_is_repeatable():
-    splits = data.digits()
-    labelled, unlabelled = data.labelled_split(splits.train, per_class=2, seed=0)
-    loader = data.loader(splits.test, batch_size=256)
+    splits = datasets.digits()
+    labelled, unlabelled = datasets.labelled_split(splits.train, per_class=2, seed=0)
+    loader = datasets.loader(splits.test, batch_size=256)
     runs = []
     for _ in range(2):
         torch.manual_seed(0)
@@ -161,8 +163,8 @@ def test_bad_mu(mu):
     [({"steps": 0}, "steps"), ({"batch_size": 0}, "batch_size"), ({"lr": 0}, "lr"), ({"optimizer": "rmsprop"}, "optimizer")],
 )
 def test_bad_train_arguments(kwargs, word):
-    splits = data.digits()
-    labelled, unlabelled = data.labelled_split(splits.train, per_class=2, seed=0)
+    splits = datasets.digits()
+    labelled, unlabelled = datasets.labelled_split(splits.train, per_class=2, seed=0)
     with pytest.raises(ValueError, match=word):
         fixmatch.train(models.SmallCNN(width=4), labelled, unlabelled, None, progress=False, **kwargs)
 

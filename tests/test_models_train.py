@@ -4,7 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from lablib import config, data, models, train
+from lablib.core import config
+from lablib.data import datasets
+from lablib.nets import models, train
 
 
 def test_smallcnn_shapes_and_size():
@@ -40,8 +42,8 @@ def test_fit_overfits_one_batch():
 
 def test_fit_learns_digits_and_history_api():
     config.seed_everything(0)
-    s = data.digits()
-    h = train.fit(models.SmallCNN(), data.loader(s.train, 64, shuffle=True), data.loader(s.val, 256),
+    s = datasets.digits()
+    h = train.fit(models.SmallCNN(), datasets.loader(s.train, 64, shuffle=True), datasets.loader(s.val, 256),
                   epochs=4, lr=3e-3, schedule="cosine", progress=False)
     assert h.best("val_acc") > 0.8
     assert h["lr"][-1] < 1e-6  # cosine decays to zero by the last step

@@ -1,13 +1,18 @@
-"""The labs themselves: every labs/*.py has its .ipynb pair with the same cells, no committed
-notebook carries outputs, and every lab follows the template (profiles, record, exercises)."""
+"""The labs themselves: every lab source has its .ipynb pair with the same cells, no committed
+notebook carries outputs, and every lab follows the v2 template (docs/lab-template.md)."""
 
+import ast
+import re
 from pathlib import Path
 
 import jupytext
 import pytest
 
-LABS = Path(__file__).resolve().parent.parent / "labs"
-SOURCES = sorted(LABS.glob("[0-9][0-9]_*.py"))
+from lablib.core import config
+
+ROOT = Path(__file__).resolve().parent.parent
+LABS = ROOT / "labs"
+SOURCES = config.lab_sources(LABS)
 
 
 def _cells(nb):
@@ -15,7 +20,7 @@ def _cells(nb):
 
 
 def test_there_are_labs():
-    assert SOURCES, "no labs/NN_topic.py found"
+    assert len(SOURCES) >= 9, "labs/NN_topic.py (or labs/NN_topic/NN_topic.py) not found"
 
 
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
@@ -29,14 +34,50 @@ def test_pair_in_sync_and_without_outputs(src):
     assert outputs == 0 and not any(counts), f"{nb_path.name} carries outputs: run `make sync` before committing"
 
 
+def _exercise_names(code: str) -> list[str]:
+    """Names of the functions/classes decorated @checks.exercise and of checks.answer("name", ...)."""
+    names = []
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            if any(ast.unparse(d) == "checks.exercise" for d in node.decorator_list):
+                names.append(node.name)
+        elif isinstance(node, ast.Call) and ast.unparse(node.func) == "checks.answer" and node.args:
+            if isinstance(node.args[0], ast.Constant):
+                names.append(node.args[0].value)
+    return names
+
+
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
 def test_lab_follows_the_template(src):
     nb = jupytext.read(src)
-    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    code_cells = [c.source for c in nb.cells if c.cell_type == "code"]
+    code = "\n".join(code_cells)
+    front = nb.cells[0].source
     text = "\n".join(c.source for c in nb.cells)
-    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# Lab "), "starts with a title cell"
-    assert "config.profile(" in code[0], "the first code cell states the knobs per scale"
-    assert "env.line()" in code[0], "the setup cell prints the environment line"
-    assert f'results.record(\n    "{src.stem}"' in text or f'results.record("{src.stem}"' in text, "records its figures"
-    assert "checks.check_" in text, "has at least one self-checking exercise"
+    assert nb.cells[0].cell_type == "markdown" and front.startswith("# Lab "), "starts with a title cell"
+    for part in ("**Source", "**Objectives", "**Prerequisites", "**Time"):
+        assert part in front, f"the front matter names {part.strip('*')}"
+    assert re.search(r"[\u4e00-\u9fff]{4,}", front), "the front matter names the source article by its (Chinese) title"
+    assert "config.profile(" in code_cells[0] and "env.line()" in code_cells[0], "the setup cell states the knobs and the environment"
+    assert "results.record(" in code, "records its figures"
+    assert re.search(r"results\.record\(\s*\"", code) is None, "the lab name comes from the notebook, not typed in"
     assert "## Going further" in text
+    for banned in ("DESIGN.md", "the issue", "issue #"):
+        assert banned not in text, f"developer-facing text in the lab: {banned!r}"
+
+
+@pytest.mark.parametrize("src", [s for s in SOURCES if s.stem != "00_setup_check"], ids=lambda p: p.stem)
+def test_lab_teaches_in_the_lab_and_has_solvable_exercises(src):
+    code = "\n".join(c.source for c in jupytext.read(src).cells if c.cell_type == "code")
+    assert "checks.agrees(" in code, "the taught step is written in the lab and checked against lablib's reference"
+    assert "results.claim(" in code, "states its headline as a claim"
+    names = _exercise_names(code)
+    assert len(names) >= 2, f"at least two exercises marked @checks.exercise / checks.answer, found {names}"
+    solutions = LABS / "solutions" / f"{src.stem}.py"
+    assert solutions.is_file(), f"{solutions.relative_to(ROOT)} holds the reference answers"
+    defined = {n.name for n in ast.parse(solutions.read_text(encoding="utf-8")).body
+               if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    defined |= {t.id for n in ast.parse(solutions.read_text(encoding="utf-8")).body if isinstance(n, ast.Assign)
+                for t in n.targets if isinstance(t, ast.Name)}
+    assert set(names) <= defined, f"no reference answer for {sorted(set(names) - defined)}"
+    assert (ROOT / "docs" / "answers" / f"{src.stem}.md").is_file(), "the facilitator key answers its open questions"

@@ -8,7 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from lablib import bench, compat, data, models, onnx_export
+from lablib.core import bench, compat
+from lablib.data import datasets
+from lablib.deploy import onnx_export
+from lablib.nets import models
 
 
 class TwoLayer(nn.Module):
@@ -29,7 +32,7 @@ def exported(tmp_path_factory):
     model = models.SmallCNN(width=4).eval()
     path = tmp_path_factory.mktemp("onnx") / "cnn.onnx"
     with onnx_export.quiet() as said:
-        compat.onnx_export(model, torch.rand(1, 1, 8, 8), path)
+        onnx_export.onnx_export(model, torch.rand(1, 1, 8, 8), path)
     return model, path, said
 
 
@@ -55,7 +58,7 @@ def test_parity_at_several_batch_sizes(exported):
     assert set(diffs) == {1, 7, 64}
     assert all(0 <= d < 1e-4 for d in diffs.values()), diffs
     # with real data, through an existing session
-    x = data.digits().test.x
+    x = datasets.digits().test.x
     diffs = onnx_export.parity(model, onnx_export.session(path), [1, 7, 64], x=x)
     assert max(diffs.values()) < 1e-4
     assert not model.training
@@ -74,8 +77,8 @@ def test_ort_predict_and_accuracy_match_eager(exported):
     out = onnx_export.ort_predict(sess, x)
     assert isinstance(out, torch.Tensor) and out.shape == (5, 10)
     assert torch.allclose(out, model(x).detach(), atol=1e-4)
-    ds = data.digits().test
-    acc, predicted = onnx_export.ort_accuracy(sess, data.loader(ds, batch_size=50))
+    ds = datasets.digits().test
+    acc, predicted = onnx_export.ort_accuracy(sess, datasets.loader(ds, batch_size=50))
     with torch.no_grad():
         eager_pred = model(ds.x).argmax(1)
     assert predicted.shape == (len(ds),)
@@ -155,14 +158,14 @@ def test_quiet_does_not_swallow_errors():
 
 def test_exported_model_was_quiet(exported):
     _, _, said = exported
-    if compat.dynamo_is_default():
+    if onnx_export.dynamo_is_default():
         assert said.progress, "the dynamo exporter's progress lines were collected"
 
 
 def test_torchscript_export_of_mlp_has_symbolic_batch(tmp_path):
     model = TwoLayer().eval()
     with onnx_export.quiet() as said:
-        path = compat.onnx_export(model, torch.rand(2, 1, 8, 8), tmp_path / "mlp.onnx", dynamo=False, opset=13)
+        path = onnx_export.onnx_export(model, torch.rand(2, 1, 8, 8), tmp_path / "mlp.onnx", dynamo=False, opset=13)
     info = onnx_export.inspect(path)
     assert info["opset"] == 13
     assert isinstance(info["inputs"][0]["shape"][0], str)

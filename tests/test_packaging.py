@@ -14,7 +14,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from lablib import env
+from lablib.core import env
 
 if sys.version_info >= (3, 11):
     import tomllib

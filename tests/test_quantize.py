@@ -3,7 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from lablib import compat, models, onnx_export, quantize
+from lablib.deploy import onnx_export
+from lablib.methods import quantize
+from lablib.nets import models
 
 
 class Wide(nn.Module):
@@ -25,7 +27,7 @@ def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("q")
     src = folder / "fp32.onnx"
     with onnx_export.quiet():
-        compat.onnx_export(model, torch.rand(2, 1, 8, 8), src)
+        onnx_export.onnx_export(model, torch.rand(2, 1, 8, 8), src)
     calib = torch.rand(96, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     out = {"fp32": src, "dynamic": quantize.dynamic(src, folder / "dyn.onnx")}
     for fmt in quantize.FORMATS:
@@ -66,7 +68,7 @@ def test_graph_formats(files):
 def test_static_cnn_has_qlinearconv(tmp_path):
     src = tmp_path / "cnn.onnx"
     with onnx_export.quiet():
-        compat.onnx_export(models.SmallCNN(width=4).eval(), torch.rand(2, 1, 8, 8), src)
+        onnx_export.onnx_export(models.SmallCNN(width=4).eval(), torch.rand(2, 1, 8, 8), src)
     dst = quantize.static(src, tmp_path / "q.onnx", torch.rand(8, 1, 8, 8), fmt="qoperator")
     assert "QLinearConv" in _ops(dst)
 
@@ -137,13 +139,13 @@ def test_fake_quantize_straight_through_and_qat_freeze():
 def test_dynamic_cnn_runs_on_this_ort_and_falls_back_to_uint8(tmp_path, monkeypatch, int8_kernel):
     """Conv layers become ConvInteger; older ORT (1.23) has no int8-weight kernel for it, so
     dynamic() writes uint8 weights there. Both branches must give a file that runs."""
-    if int8_kernel and not compat.ort_conv_integer_int8_weights():
+    if int8_kernel and not quantize.ort_conv_integer_int8_weights():
         pytest.skip("this ONNX Runtime has no ConvInteger kernel for int8 weights")
-    monkeypatch.setattr(compat, "ort_conv_integer_int8_weights", lambda: int8_kernel)
+    monkeypatch.setattr(quantize, "ort_conv_integer_int8_weights", lambda: int8_kernel)
     torch.manual_seed(0)
     model = models.SmallCNN(width=8).eval()
     with onnx_export.quiet():
-        src = compat.onnx_export(model, torch.rand(2, 1, 8, 8), tmp_path / "cnn.onnx")
+        src = onnx_export.onnx_export(model, torch.rand(2, 1, 8, 8), tmp_path / "cnn.onnx")
     path = quantize.dynamic(src, tmp_path / "dyn.onnx")
     graph = onnx.load(str(path)).graph
     assert "ConvInteger" in {n.op_type for n in graph.node}

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from lablib import results
+from lablib.core import cache, results
 
 
 def test_record_writes_stamped_json(_isolated):
@@ -70,8 +70,8 @@ def test_main_writes_report_and_require_all_fails_on_missing(_isolated, capsys):
 
 def test_write_atomic_keeps_old_file_on_failure(tmp_path):
     target = tmp_path / "out" / "x.json"
-    results.write_atomic(target, "old")
+    cache.write_atomic(target, "old")
     with pytest.raises(TypeError):
-        results.write_atomic(target, 3)  # not text: fails while writing
+        cache.write_atomic(target, 3)  # not text: fails while writing
     assert target.read_text() == "old"
     assert [p.name for p in target.parent.iterdir()] == ["x.json"]  # no temporary file left behind

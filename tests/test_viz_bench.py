@@ -3,8 +3,8 @@ import time
 import pytest
 import torch
 
-from lablib import bench, viz
-from lablib.train import History
+from lablib.core import bench, viz
+from lablib.nets.train import History
 
 
 def _history(vals):
@@ -25,7 +25,7 @@ def test_curves_one_panel_per_metric_one_line_per_run():
 
 
 def test_grad_norms_log_scale_and_order():
-    fig = viz.grad_norms({"plain": {"l1": 1e-12, "l2": 1e-6, "l3": 1e-2}})
+    fig = viz.per_layer({"plain": {"l1": 1e-12, "l2": 1e-6, "l3": 1e-2}})
     ax = fig.get_axes()[0]
     assert ax.get_yscale() == "log"
     assert list(ax.get_lines()[0].get_ydata()) == [1e-12, 1e-6, 1e-2]

@@ -1,10 +1,13 @@
-"""Regenerate labs/NN_topic.ipynb from labs/NN_topic.py (the source), without outputs and with
-cell ids numbered in order, so a sync that changes nothing leaves the .ipynb byte-identical."""
+"""Regenerate each lab's .ipynb from its .py (the source: labs/NN_topic.py or
+labs/NN_topic/NN_topic.py), without outputs and with cell ids numbered in order, so a sync that
+changes nothing leaves the .ipynb byte-identical."""
 
 import sys
 from pathlib import Path
 
 import jupytext
+
+from lablib.core import config
 
 
 def sync(src: Path) -> bool:
@@ -23,6 +26,6 @@ def sync(src: Path) -> bool:
 
 if __name__ == "__main__":
     root = Path(__file__).resolve().parent.parent / "labs"
-    sources = [Path(p) for p in sys.argv[1:]] or sorted(root.glob("[0-9][0-9]_*.py"))
+    sources = [Path(p) for p in sys.argv[1:]] or config.lab_sources(root)
     for src in sources:
         print(f"{'wrote  ' if sync(src) else 'in sync'} {src.with_suffix('.ipynb').name}")

@@ -1,7 +1,6 @@
 """ONNX export and ONNX Runtime: look inside an exported file, run it, check it against PyTorch.
 
-The export itself is `lablib.compat.onnx_export` (it picks the right exporter for your torch).
-This module holds what comes after it, in the order lab 07 uses it:
+  onnx_export(model, x, path)  the export, with the exporter your torch defaults to (version logic here)
 
   inspect(path)          what the file holds: opset, inputs/outputs (symbolic batch dim), ops
   session(path, ...)     an onnxruntime.InferenceSession: provider, threads, graph optimisation
@@ -20,6 +19,7 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
+from inspect import signature
 from pathlib import Path
 
 import onnx
@@ -27,7 +27,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from lablib import config
+from lablib.core import compat, config
+from lablib.core.validate import existing_file
 
 # The graph optimisation levels of ONNX Runtime, from none to every rewrite it knows:
 #   disabled  run the graph exactly as exported
@@ -56,14 +57,75 @@ PROVIDERS = {
 }
 
 
-def existing_file(path, name: str = "path") -> Path:
-    """`path` as a Path, or a clear error naming the argument when no such file exists."""
-    if not isinstance(path, (str, Path)):
-        raise TypeError(f"{name} must be a file path (str or Path), got {type(path).__name__}")
+def dynamo_exporter_available() -> bool:
+    """The dynamo-based ONNX exporter needs `onnxscript` and a torch.onnx.export that takes dynamo=."""
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return False
+    return "dynamo" in signature(torch.onnx.export).parameters
+
+
+def dynamo_is_default() -> bool:
+    """Whether onnx_export(dynamo=None) uses the dynamo exporter: from torch 2.9, as torch does."""
+    return compat.TORCH >= (2, 9) and dynamo_exporter_available()
+
+
+def onnx_export(
+    model: nn.Module,
+    example: torch.Tensor,
+    path,
+    *,
+    dynamic_batch: bool = True,
+    opset: int | None = None,
+    dynamo: bool | None = None,
+    input_name: str = "input",
+    output_name: str = "output",
+) -> Path:
+    """Export `model` to a single ONNX file at `path` and return the path.
+
+    dynamo=None picks what torch itself defaults to: the dynamo exporter from torch 2.9 (the
+    TorchScript exporter, dynamo=False, is deprecated there), TorchScript before. On torch 2.5
+    the dynamo exporter was a preview, and its graphs break ONNX Runtime's quantization tools.
+    dynamic_batch makes the first input dimension symbolic so any batch size runs.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(example, torch.Tensor):
+        raise TypeError(f"example must be a tensor (one input batch), got {type(example).__name__}")
+    if opset is not None and (not isinstance(opset, int) or opset < 7):
+        raise ValueError(f"opset must be an int >= 7 or None, got {opset!r}")
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{name} {str(path)!r} is not a file: export the model first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if dynamo is None:
+        dynamo = dynamo_is_default()
+    if dynamo and not dynamo_exporter_available():
+        raise ValueError("dynamo=True needs the onnxscript package and torch >= 2.5")
+    params = signature(torch.onnx.export).parameters
+    kwargs = {"input_names": [input_name], "output_names": [output_name], "opset_version": opset}
+    was_training = model.training
+    model.eval()
+    try:
+        if dynamo:
+            if dynamic_batch and example.shape[0] == 1:
+                # torch.export specialises a dimension of size 1; trace with a batch of 2.
+                example = example.repeat(2, *([1] * (example.ndim - 1)))
+            if dynamic_batch:
+                kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
+            if "external_data" in params:
+                kwargs["external_data"] = False  # one self-contained file, no model.onnx.data
+            torch.onnx.export(model, (example,), str(path), dynamo=True, **kwargs)
+        else:
+            if dynamic_batch:
+                kwargs["dynamic_axes"] = {input_name: {0: "batch"}, output_name: {0: "batch"}}
+            if "dynamo" in params:
+                kwargs["dynamo"] = False
+            torch.onnx.export(model, (example,), str(path), **kwargs)
+    finally:
+        model.train(was_training)
     return path
+
+
 
 
 def inspect(path) -> dict:
@@ -114,7 +176,7 @@ def session_options(threads: int | None = None, level: str = "all") -> ort.Sessi
 
 
 def describe_options(options: ort.SessionOptions | None) -> dict | None:
-    """The two settings lab 07 is about, as plain values (None passes through)."""
+    """The two session settings that matter most (threads, optimisation level), as plain values (None passes through)."""
     if options is None:
         return None
     if not isinstance(options, ort.SessionOptions):
@@ -286,7 +348,7 @@ def quiet():
     exception inside the block propagates as usual.
 
         with onnx_export.quiet() as said:
-            compat.onnx_export(model, example, path)
+            onnx_export(model, example, path)
         print(said.summary()); print(said.warnings)
     """
     said = Captured()

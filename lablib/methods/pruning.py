@@ -1,6 +1,6 @@
 """Pruning: remove the weights (or whole neurons) a trained network needs least.
 
-Two kinds, and the difference is the lesson of lab 03:
+Two kinds, and the difference is the lesson:
 
   unstructured  zero the individual weights with the smallest |w| (torch.nn.utils.prune).
                 Every tensor keeps its shape, so a dense matmul does the same work and the
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from lablib.models import MLP
+from lablib.nets.models import MLP
 
 PRUNABLE = (nn.Linear, nn.Conv2d)
 

@@ -29,8 +29,11 @@ class Timing:
 
 
 def _sync(cuda: bool) -> None:
+    """Wait for queued GPU work, so the clock measures it (CUDA and Apple's MPS run asynchronously)."""
     if cuda:
         torch.cuda.synchronize()
+    elif torch.backends.mps.is_available():
+        torch.mps.synchronize()
 
 
 def latency(fn: Callable[[], object], warmup: int = 3, repeats: int = 20, cuda: bool | None = None) -> Timing:
@@ -56,11 +59,13 @@ def latency(fn: Callable[[], object], warmup: int = 3, repeats: int = 20, cuda: 
     return Timing(statistics.median(times), pick(0.1), pick(0.9), repeats, times)
 
 
-def compare(fns: dict[str, Callable[[], object]], rounds: int = 3, warmup: int = 3, repeats: int = 20,
-            cuda: bool | None = None) -> dict[str, Timing]:
-    """Time several functions (name -> no-argument callable) in `rounds` interleaved rounds and
+def compare(fns: dict, rounds: int = 3, warmup: int = 3, repeats: int = 20,
+            cuda: bool | None = None) -> dict:
+    """Time several functions (key -> no-argument callable) in `rounds` interleaved rounds and
     keep each one's best round: a neighbour's burst of work then slows one round of every
-    contender alike, instead of all the rounds of one of them."""
+    contender alike, instead of all the rounds of one of them.
+
+    Keys may be tuples, so a grid is one call: {("eager", b): ..., ("ORT", b): ...}."""
     if not fns:
         raise ValueError("fns must name at least one function")
     if not isinstance(rounds, int) or rounds < 1:
@@ -72,6 +77,16 @@ def compare(fns: dict[str, Callable[[], object]], rounds: int = 3, warmup: int =
             if name not in best or t.median_ms < best[name].median_ms:
                 best[name] = t
     return best
+
+
+def verdict(ratio: float, margin: float = 1.25) -> str:
+    """How to say a speed ratio (baseline time / new time) so that a loaded machine cannot flip
+    it: "faster" or "slower" only beyond `margin`, else "about as fast"."""
+    if not ratio > 0:
+        raise ValueError(f"ratio must be > 0, got {ratio!r}")
+    if not margin > 1:
+        raise ValueError(f"margin must be > 1, got {margin!r}")
+    return "faster" if ratio >= margin else "slower" if ratio <= 1 / margin else "about as fast"
 
 
 def throughput(fn: Callable[[], object], items: int, warmup: int = 3, repeats: int = 20, cuda: bool | None = None) -> float:

@@ -9,8 +9,8 @@ import matplotlib.pyplot as plt  # in a notebook, importing pyplot turns on inli
 import torch
 from matplotlib.figure import Figure
 
-from lablib.results import fmt
-from lablib.train import History
+from lablib.core.results import fmt
+from lablib.nets.train import History
 
 
 def _figure(ncols: int = 1, width: float = 5.0, height: float = 3.6, nrows: int = 1):
@@ -38,7 +38,7 @@ def curves(histories: dict[str, History], metrics=("train_loss", "val_acc"), tit
     return fig
 
 
-def grad_norms(norms: dict[str, dict[str, float]], title: str = "Gradient norm per layer") -> Figure:
+def per_layer(norms: dict[str, dict[str, float]], title: str = "Gradient norm per layer") -> Figure:
     """Per-layer gradient norms on a log scale, input layer on the left (norms: run -> layer -> norm).
     Vanishing gradients show as a line falling many decades towards the input."""
     if not norms:

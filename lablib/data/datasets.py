@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, TensorDataset
+from lablib.core.validate import positive_int
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SHAPE_CLASSES = ("circle", "square", "triangle")
@@ -124,8 +125,7 @@ def labelled_split(ds: ImageSet, per_class: int, seed: int = 0) -> tuple[ImageSe
     The pool keeps its true labels so a lab can *measure* pseudo-label accuracy; a
     semi-supervised method must never train on them.
     """
-    if not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1:
-        raise ValueError(f"per_class must be a positive int, got {per_class!r}")
+    positive_int("per_class", per_class)
     counts = ds.counts()
     if per_class >= min(counts):
         raise ValueError(
@@ -142,8 +142,7 @@ def labelled_split(ds: ImageSet, per_class: int, seed: int = 0) -> tuple[ImageSe
 def shapes(n: int = 600, size: int = 32, seed: int = 0, classes=SHAPE_CLASSES) -> ImageSet:
     """Procedurally drawn circles, squares and triangles: random size, position, rotation and
     colours (foreground always distinct from background), balanced classes, seeded."""
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    positive_int("n", n)
     _check_size(size)
     unknown = sorted(set(classes) - set(SHAPE_CLASSES))
     if unknown or not classes:
@@ -211,7 +210,6 @@ def image_folder(root, size: int = 32, classes=None, channels: int = 3) -> Image
 
 def loader(ds, batch_size: int = 64, shuffle: bool = False, seed: int = 0, drop_last: bool = False) -> DataLoader:
     """A DataLoader; shuffling uses its own seeded generator so runs repeat exactly."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    positive_int("batch_size", batch_size)
     gen = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, drop_last=drop_last)

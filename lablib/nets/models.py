@@ -5,16 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lablib.core.validate import positive_int
+
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (elements, not tensors)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def _positive(name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 class SmallCNN(nn.Module):
@@ -24,7 +20,7 @@ class SmallCNN(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 16):
         super().__init__()
-        c, w = _positive("in_channels", in_channels), _positive("width", width)
+        c, w = positive_int("in_channels", in_channels), positive_int("width", width)
         self.features = nn.Sequential(
             nn.Conv2d(c, w, 3, padding=1),
             nn.ReLU(),
@@ -35,7 +31,7 @@ class SmallCNN(nn.Module):
             nn.ReLU(),
             nn.AdaptiveAvgPool2d(2),
         )
-        self.head = nn.Linear(2 * w * 4, _positive("num_classes", num_classes))
+        self.head = nn.Linear(2 * w * 4, positive_int("num_classes", num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.flatten(self.features(x), 1))
@@ -49,11 +45,11 @@ class MLP(nn.Module):
         acts = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU}
         if act not in acts:
             raise ValueError(f"act must be one of {', '.join(acts)}, got {act!r}")
-        sizes = [_positive("in_features", in_features), *[_positive("hidden", h) for h in hidden]]
+        sizes = [positive_int("in_features", in_features), *[positive_int("hidden", h) for h in hidden]]
         layers: list[nn.Module] = [nn.Flatten()]
         for a, b in zip(sizes[:-1], sizes[1:], strict=True):
             layers += [nn.Linear(a, b), acts[act]()]
-        layers.append(nn.Linear(sizes[-1], _positive("num_classes", num_classes)))
+        layers.append(nn.Linear(sizes[-1], positive_int("num_classes", num_classes)))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +81,7 @@ class ResidualBlock(nn.Module):
         super().__init__()
         if act not in _ACTS:
             raise ValueError(f"act must be one of {', '.join(_ACTS)}, got {act!r}")
-        self.conv = nn.Conv2d(_positive("width", width), width, 3, padding=1, bias=not norm)
+        self.conv = nn.Conv2d(positive_int("width", width), width, 3, padding=1, bias=not norm)
         self.norm = nn.BatchNorm2d(width) if norm else nn.Identity()
         self.act = _ACTS[act]()
         self.residual = residual
@@ -102,7 +98,7 @@ class PreActBlock(nn.Module):
 
     def __init__(self, width: int):
         super().__init__()
-        self.norm = nn.BatchNorm2d(_positive("width", width))
+        self.norm = nn.BatchNorm2d(positive_int("width", width))
         self.act = nn.ReLU()
         self.conv = nn.Conv2d(width, width, 3, padding=1, bias=False)
 
@@ -113,15 +109,15 @@ class PreActBlock(nn.Module):
 class DeepNet(nn.Module):
     """A stem convolution, `depth` ResidualBlocks of equal width, global pooling, a linear head.
 
-    norm=False, residual=False is the deep *plain* network of lab 01, which does not train;
+    norm=False, residual=False is the deep *plain* network, which does not train;
     the three other combinations are the fixes it compares at equal depth and budget."""
 
     def __init__(self, depth: int = 20, width: int = 16, norm: bool = False, residual: bool = False,
                  act: str = "relu", in_channels: int = 1, num_classes: int = 10):
         super().__init__()
-        self.stem = nn.Conv2d(_positive("in_channels", in_channels), _positive("width", width), 3, padding=1)
-        self.blocks = nn.Sequential(*[ResidualBlock(width, norm, residual, act) for _ in range(_positive("depth", depth))])
-        self.head = nn.Linear(width, _positive("num_classes", num_classes))
+        self.stem = nn.Conv2d(positive_int("in_channels", in_channels), positive_int("width", width), 3, padding=1)
+        self.blocks = nn.Sequential(*[ResidualBlock(width, norm, residual, act) for _ in range(positive_int("depth", depth))])
+        self.head = nn.Linear(width, positive_int("num_classes", num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x))

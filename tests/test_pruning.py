@@ -5,8 +5,9 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from lablib import config, models, train
-from lablib import prune as pruning
+from lablib.core import config
+from lablib.methods import pruning
+from lablib.nets import models, train
 
 
 def _mlp(hidden=(32, 16), seed=0):

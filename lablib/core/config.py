@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from pathlib import Path
 
@@ -20,6 +21,41 @@ SCALES = ("smoke", "cpu", "gpu")
 
 # When lablib was first imported: a notebook's wall time in results.record counts from here.
 STARTED = time.time()
+
+
+def solutions() -> bool:
+    """LAB_SOLUTIONS=1: run the labs with the reference answers in place of the learner's stubs
+    (see checks.exercise). Unset or 0: the learner's own code runs."""
+    value = os.environ.get("LAB_SOLUTIONS", "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError(f"LAB_SOLUTIONS={value!r} must be 1 (reference answers) or 0/unset (your own)")
+    return value == "1"
+
+
+LAB_NAME = re.compile(r"^\d\d_[a-z0-9_]+$")
+
+
+def lab_name() -> str:
+    """The running lab's name ("02_distillation"), taken from the notebook's file name.
+
+    Jupyter tells the kernel which notebook it runs (JPY_SESSION_NAME, set by Jupyter Server,
+    and by the test runner for the labs), VS Code sets __vsc_ipynb_file__; LAB_NAME overrides
+    both, e.g. for a copy of a lab saved under another name."""
+    candidates = [os.environ.get("LAB_NAME", ""), os.environ.get("JPY_SESSION_NAME", "")]
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is not None:
+            candidates += [str(shell.user_ns.get(k, "")) for k in ("__session__", "__vsc_ipynb_file__")]
+    except ImportError:  # pragma: no cover - IPython ships with Jupyter
+        pass
+    for value in candidates:
+        name = Path(value.strip()).stem if value.strip() else ""
+        if LAB_NAME.match(name):
+            return name
+    raise RuntimeError("cannot tell which lab this is: run it as a notebook in Jupyter, or set "
+                       "LAB_NAME=NN_topic (the notebook's name without .ipynb)")
 
 
 def threads() -> int | None:
@@ -140,6 +176,15 @@ def project_root() -> Path:
         if (folder / "labs").is_dir() and (folder / "pyproject.toml").is_file():
             return folder
     return here
+
+
+def lab_sources(labs_dir: Path | None = None) -> list[Path]:
+    """The source of every lab: labs/NN_topic.py, or labs/NN_topic/NN_topic.py for a lab that
+    also holds scripts or other sources in its folder."""
+    labs_dir = project_root() / "labs" if labs_dir is None else Path(labs_dir)
+    flat = [p for p in labs_dir.glob("[0-9][0-9]_*.py") if LAB_NAME.match(p.stem)]
+    nested = [d / f"{d.name}.py" for d in labs_dir.glob("[0-9][0-9]_*") if d.is_dir() and (d / f"{d.name}.py").is_file()]
+    return sorted(flat + nested)
 
 
 def results_dir() -> Path:

@@ -58,7 +58,7 @@ def distillation_loss(
 def pseudo_labels(teacher_logits: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
     """Hard labels from a teacher: its top class where its probability reaches `threshold`,
     -1 (no label) elsewhere. threshold=0 labels everything; a high threshold keeps only the
-    confident guesses (FixMatch, lab 05, builds on this)."""
+    confident guesses (FixMatch builds on this)."""
     if not 0 <= threshold <= 1:
         raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
     if teacher_logits.ndim != 2:

@@ -8,21 +8,15 @@ DDIM, Song et al. 2021):
   sample        the reverse process with diffusers' DDIMScheduler, class by class
   ddim_step     one DDIM update written out by hand (tested equal to DDIMScheduler.step)
   quality checks: nearest-neighbour distances (memorisation) and per-class diversity
-  a checkpoint cache keyed by the training settings (save_pretrained / from_pretrained)
+  save_unet / load_unet: checkpoints (save_pretrained / from_pretrained), written atomically
 
-Part B, the Stable Diffusion pipeline as the article uses it:
-  sd_pipeline       a real checkpoint (LAB_SD_MODEL) or a tiny random one built from configs
-  generate_folder   prompts -> a labelled image folder (root/<class>/<n>.png)
+The Stable Diffusion pipeline itself is in stable_diffusion.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -30,8 +24,8 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
-from lablib import config
-from lablib.models import _positive as _positive_int  # the one positive-int check
+from lablib.core import cache
+from lablib.core.validate import positive_int
 
 # ---------------------------------------------------------------------------------------------
 # Part A: a class-conditional DDPM on small grey images
@@ -44,9 +38,9 @@ def make_unet(image_size: int = 16, channels: int = 1, num_classes: int = 10,
     (`num_class_embeds`) added to the timestep embedding. One embedding more than there are
     classes: the last one means "no class", for classifier-free guidance (see `sample`).
     Self-attention only at the lowest resolution, where it is cheap. About 1.1M parameters."""
-    _positive_int("image_size", image_size)
-    _positive_int("channels", channels)
-    _positive_int("num_classes", num_classes)
+    positive_int("image_size", image_size)
+    positive_int("channels", channels)
+    positive_int("num_classes", num_classes)
     if len(widths) < 2 or image_size % 2 ** (len(widths) - 1):
         raise ValueError(f"image_size {image_size} must halve cleanly {len(widths) - 1} times (widths={widths})")
     down = ("DownBlock2D",) * (len(widths) - 1) + ("AttnDownBlock2D",)
@@ -65,7 +59,7 @@ def make_schedulers(num_train_timesteps: int = 1000, beta_schedule: str = "linea
     linear one, so fewer of the 1000 steps are wasted on pure noise. clip_sample keeps the
     model's estimate of the clean image within the data range [-1, 1].
     """
-    _positive_int("num_train_timesteps", num_train_timesteps)
+    positive_int("num_train_timesteps", num_train_timesteps)
     train_sched = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
                                 clip_sample=True)
     # steps_offset=1 is what the Stable Diffusion configs use; without it diffusers warns that
@@ -135,8 +129,8 @@ def train_unet(model: UNet2DModel, images: torch.Tensor, labels: torch.Tensor, s
 
     p_uncond: the share of images whose label is replaced by "no class", so the same network
     also learns the unconditional model that classifier-free guidance needs."""
-    _positive_int("steps", steps)
-    _positive_int("batch_size", batch_size)
+    positive_int("steps", steps)
+    positive_int("batch_size", batch_size)
     if images.ndim != 4 or labels.shape != images.shape[:1]:
         raise ValueError(f"images must be (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}")
     if not 0 <= p_uncond < 1:
@@ -181,8 +175,8 @@ def sample(model: UNet2DModel, labels, scheduler: DDIMScheduler, *, steps: int =
 
     With trajectory=True also returns the intermediate x_t of every step, (steps + 1, N, C, H, W).
     """
-    _positive_int("steps", steps)
-    _positive_int("batch_size", batch_size)
+    positive_int("steps", steps)
+    positive_int("batch_size", batch_size)
     labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
     if not guidance_scale >= 1:
         raise ValueError(f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale!r}")
@@ -260,48 +254,23 @@ def diversity(images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> t
     return out
 
 
-# --- checkpoint cache -------------------------------------------------------------------------
-
-
-def fingerprint(*tensors: torch.Tensor) -> str:
-    """A short hash of tensors' contents: the training data is part of a checkpoint's key."""
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:12]
-
-
-def cache_folder(name: str, settings: dict) -> Path:
-    """data_dir()/06_diffusion/<name>-<hash of settings>: change any setting (steps, widths,
-    data fingerprint...) and the key changes, so a stale checkpoint is never picked up."""
-    if not isinstance(settings, dict):
-        raise TypeError(f"settings must be a dict, got {type(settings).__name__}")
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return config.data_dir() / "06_diffusion" / f"{name}-{key}"
+# --- checkpoints -------------------------------------------------------------------------------
 
 
 def save_unet(model: UNet2DModel, folder, extra: dict | None = None) -> Path:
-    """save_pretrained (config.json + safetensors weights) into a temporary folder beside
-    `folder`, then rename: an interrupted save never leaves a half-written checkpoint that a
-    later run would trust. `extra` (e.g. the loss curve) is stored as extra.json."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    """save_pretrained (config.json + safetensors weights) and `extra` (e.g. the loss curve,
+    as extra.json), written atomically by cache.write_folder: an interrupted save never leaves a
+    half-written checkpoint that a later run would trust."""
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         (tmp / "extra.json").write_text(json.dumps(extra or {}), encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    return cache.write_folder(folder, write)
 
 
 def has_checkpoint(folder) -> bool:
+    """Whether save_unet finished writing `folder` (a killed save never marks it complete)."""
     folder = Path(folder)
-    return (folder / "config.json").is_file() and (folder / "diffusion_pytorch_model.safetensors").is_file()
+    return cache.is_complete(folder) and (folder / "diffusion_pytorch_model.safetensors").is_file()
 
 
 def load_unet(folder) -> tuple[UNet2DModel, dict]:
@@ -317,137 +286,3 @@ def load_unet(folder) -> tuple[UNet2DModel, dict]:
     extra_file = folder / "extra.json"
     extra = json.loads(extra_file.read_text(encoding="utf-8")) if extra_file.is_file() else {}
     return model.eval(), extra
-
-
-# ---------------------------------------------------------------------------------------------
-# Part B: the Stable Diffusion pipeline
-# ---------------------------------------------------------------------------------------------
-
-# The tiny tokenizer's vocabulary: one token per character, as a word's inner or final ("</w>")
-# piece, so any lower-case prompt tokenizes without a single merge rule.
-_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789.,-'"
-TINY_SIZE = 32  # the tiny pipeline's default image size (pixels per side)
-
-
-def _sd_pipeline_class():
-    """diffusers' StableDiffusionPipeline, imported with transformers' logging quieted: the import
-    probes the safety checker's image processors and warns when torchvision is missing, which
-    nothing here uses."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        from diffusers import StableDiffusionPipeline
-    finally:
-        hf_logging.set_verbosity(level)
-    return StableDiffusionPipeline
-
-
-def tiny_tokenizer():
-    """A CLIPTokenizer built from a small character vocabulary, no download.
-
-    transformers 5 gotcha: CLIPTokenizer(vocab_file=..., merges_file=...) silently ignores the
-    files there (5.x takes vocab= / merges=); writing the files and calling from_pretrained on
-    the folder works in 4.x and 5.x alike. model_max_length=77 is CLIP's context length (the
-    pipeline pads every prompt to it); without it the tokenizer reports an "infinite" one.
-    """
-    from transformers import CLIPTokenizer
-
-    tokens = ["<|startoftext|>", "<|endoftext|>"] + list(_CHARS) + [c + "</w>" for c in _CHARS]
-    with tempfile.TemporaryDirectory() as folder:
-        Path(folder, "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}), encoding="utf-8")
-        Path(folder, "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-        tok = CLIPTokenizer.from_pretrained(folder, model_max_length=77, pad_token="<|endoftext|>")
-    if len(tok) != len(tokens):  # the files were not read: fail loudly rather than tokenize to <unk>
-        raise RuntimeError(f"the tiny tokenizer has {len(tok)} tokens, expected {len(tokens)}")
-    return tok
-
-
-def tiny_sd_pipeline(seed: int = 0):
-    """A StableDiffusionPipeline with the real architecture in miniature (text encoder, UNet with
-    cross-attention, VAE, DDIM scheduler), randomly initialised from configs: it runs in about a
-    second on a CPU and produces noise. It exists to walk through the real API offline."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    StableDiffusionPipeline = _sd_pipeline_class()
-
-    torch.manual_seed(seed)
-    tokenizer = tiny_tokenizer()
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2,
-        max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id))
-    unet = UNet2DConditionModel(
-        sample_size=TINY_SIZE // 4, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8)
-    vae = AutoencoderKL(  # 3 blocks: the latent is 1/4 of the image size (SD's is 1/8)
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16, 16), layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-        norm_num_groups=8, sample_size=TINY_SIZE)
-    # SD's own schedule; steps_offset=1 as in its configs (DDIM warns and shifts steps without it)
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    # No safety checker for a random model: requires_safety_checker=False stops the warning.
-    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-
-
-def sd_pipeline(model: str | None = None, device=None, allow_download: bool | None = None):
-    """The Stable Diffusion pipeline the lab uses, and a line saying which one it is.
-
-    model: a local folder saved with save_pretrained, a hub id, or None for LAB_SD_MODEL (unset:
-    the tiny random pipeline). A hub id is fetched only when allow_download is True (default:
-    LAB_ALLOW_DOWNLOADS=1) and a CUDA GPU is present; a real model on a CPU takes minutes per image.
-    """
-    StableDiffusionPipeline = _sd_pipeline_class()
-    model = model if model is not None else os.environ.get("LAB_SD_MODEL", "").strip() or None
-    if allow_download is None:
-        allow_download = os.environ.get("LAB_ALLOW_DOWNLOADS", "") == "1"
-    device = torch.device(device) if device is not None else config.device()
-    if model is None:
-        return tiny_sd_pipeline().to(device), "tiny random pipeline (produces noise: an API walk-through)"
-    if Path(model).is_dir():
-        pipe = StableDiffusionPipeline.from_pretrained(model, local_files_only=True)
-        return pipe.to(device), f"local checkpoint {model}"
-    if Path(model).expanduser().is_absolute() or model.startswith("."):
-        raise FileNotFoundError(f"model {model!r} is not a folder (LAB_SD_MODEL names a folder or a hub id)")
-    if not allow_download or device.type != "cuda":
-        raise ValueError(f"model {model!r} is not a local folder; fetching it from the hub needs "
-                         "LAB_ALLOW_DOWNLOADS=1 and a CUDA GPU")
-    pipe = StableDiffusionPipeline.from_pretrained(model, torch_dtype=torch.float16)
-    pipe.enable_attention_slicing()  # lower peak memory on small GPUs, a little slower
-    return pipe.to(device), f"hub checkpoint {model} (fp16)"
-
-
-def generate_folder(pipe, prompts: dict[str, str], root, *, per_class: int, steps: int = 25,
-                    guidance_scale: float = 7.5, seed: int = 0, size: int | None = None,
-                    negative_prompt: str | None = None) -> dict[str, list[Path]]:
-    """Generate `per_class` images for each class from its prompt into root/<class>/<n>.png, the
-    layout data.image_folder reads. Image n of a class uses torch.Generator seeded seed + n, so
-    any single image can be regenerated exactly. Returns the files written, per class."""
-    if not isinstance(prompts, dict) or not prompts:
-        raise ValueError("prompts must be a non-empty dict of class name -> prompt")
-    _positive_int("per_class", per_class)
-    _positive_int("steps", steps)
-    if not guidance_scale >= 0:
-        raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale!r}")
-    root = Path(root)
-    device = pipe.device
-    written = {}
-    for name, prompt in prompts.items():
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        gens = [torch.Generator(device=device).manual_seed(seed + n) for n in range(per_class)]
-        out = pipe([prompt] * per_class, negative_prompt=[negative_prompt] * per_class if negative_prompt else None,
-                   num_inference_steps=steps, guidance_scale=guidance_scale, generator=gens,
-                   height=size, width=size)
-        written[name] = []
-        for n, img in enumerate(out.images):
-            path = folder / f"{n:04d}.png"
-            img.save(path)
-            written[name].append(path)
-    return written

@@ -1,6 +1,6 @@
 """INT8 quantization: the arithmetic, ONNX Runtime's two recipes, and quantization-aware training.
 
-In the order lab 08 uses it:
+In the order a quantization workflow uses it:
 
   quantize_tensor / dequantize   the affine map float <-> int8 every recipe is built on
   symmetric_scale(x, bits)       the scale that maps a tensor's largest |value| to the top int
@@ -15,7 +15,10 @@ In the order lab 08 uses it:
 
 from __future__ import annotations
 
+import copy
+import functools
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +34,7 @@ from onnxruntime.quantization import (
 from torch import nn
 from torch.nn.utils import parametrize
 
-from lablib import compat
-from lablib.onnx_export import existing_file
+from lablib.core.validate import existing_file, positive_int
 
 FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
 
@@ -81,8 +83,7 @@ class ImageReader(CalibrationDataReader):
             raise TypeError(f"calibration images must be a torch.Tensor, got {type(images).__name__}")
         if len(images) == 0:
             raise ValueError("calibration images are empty: static quantization needs representative inputs")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        positive_int("batch_size", batch_size)
         array = images.detach().cpu().float().contiguous().numpy()
         self.batches = [{input_name: array[i:i + batch_size]} for i in range(0, len(array), batch_size)]
         self.rewind()
@@ -105,7 +106,7 @@ def dynamic(src, dst) -> Path:
         quant_pre_process(str(src), str(pre))  # shape inference + clean-ups, see static()
         # int8 weights where this ORT can run them in a ConvInteger; older releases (1.23, the
         # Docker image's) only have uint8 x uint8 and would refuse the file.
-        weights = QuantType.QInt8 if compat.ort_conv_integer_int8_weights() else QuantType.QUInt8
+        weights = QuantType.QInt8 if ort_conv_integer_int8_weights() else QuantType.QUInt8
         quantize_dynamic(str(pre), str(dst), weight_type=weights)
     return dst
 
@@ -177,3 +178,50 @@ def freeze(model: nn.Module) -> nn.Module:
         if parametrize.is_parametrized(m, "weight"):
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
     return model
+
+
+def int8_dynamic(model: nn.Module) -> tuple[nn.Module | None, str]:
+    """A copy of `model` with its Linear layers quantized to int8 (dynamic activations) by
+    PyTorch itself, and which API did it: torchao where installed (the current one), else the
+    deprecated torch.ao.quantization while it still exists, else (None, why not)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    try:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+    except ImportError:
+        pass
+    else:
+        quantized = copy.deepcopy(model)
+        quantize_(quantized, Int8DynamicActivationInt8WeightConfig())
+        return quantized, "torchao"
+    legacy = getattr(getattr(torch, "ao", None), "quantization", None)
+    if legacy is None or not hasattr(legacy, "quantize_dynamic"):
+        return None, "neither torchao (pip install torchao) nor torch.ao.quantization is available"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the lab says it is deprecated
+        quantized = legacy.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+    return quantized, "torch.ao.quantization (deprecated; torchao is not installed)"
+
+
+@functools.cache
+def ort_conv_integer_int8_weights() -> bool:
+    """Whether this ONNX Runtime's CPU kernel for ConvInteger takes int8 weights (with uint8
+    activations), the pairing quantize_dynamic writes by default. ORT 1.23, the version the
+    Docker image pins, only has uint8 x uint8 and refuses such a file at session creation;
+    newer releases run it. Probed once with a one-node model, not inferred from a version."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ConvInteger", ["x", "w"], ["y"])], "probe",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 1, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
+        [helper.make_tensor("w", TensorProto.INT8, [1, 1, 1, 1], [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)])
+    model.ir_version = 7  # readable by every ORT this project supports
+    try:
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception:  # NOT_IMPLEMENTED: no kernel for this type pairing
+        return False
+    return True

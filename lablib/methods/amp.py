@@ -1,4 +1,4 @@
-"""Mixed precision (lab 04): what autocast runs in which dtype, why fp16 needs loss scaling and
+"""Mixed precision: what autocast runs in which dtype, why fp16 needs loss scaling and
 bf16 does not, and one training step the current way (`torch.autocast(device_type, dtype)` with
 `torch.amp.GradScaler(device)`; the `torch.cuda.amp.*` spellings are deprecated)."""
 
@@ -10,19 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lablib import bench
+from lablib.core import bench, compat
+from lablib.nets.train import autocast, optimizer_step, precision_dtype
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEVICES = ("cpu", "cuda", "mps")
-
-
-def resolve_dtype(dtype) -> torch.dtype:
-    """'fp32' | 'bf16' | 'fp16' or the torch dtype itself -> the torch dtype."""
-    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
-        return dtype
-    if isinstance(dtype, str) and dtype in DTYPES:
-        return DTYPES[dtype]
-    raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (or the torch dtype), got {dtype!r}")
 
 
 def _device_type(device) -> str:
@@ -38,7 +29,7 @@ def _device_type(device) -> str:
 def supports(device, dtype) -> bool:
     """Can this machine train under autocast at `dtype` on `device`? (fp32 needs no autocast.)
     Says nothing about speed: a CPU without bf16 units runs bf16, only slowly."""
-    kind, dt = _device_type(device), resolve_dtype(dtype)
+    kind, dt = _device_type(device), precision_dtype(dtype)
     if kind == "cuda" and not torch.cuda.is_available():
         return False
     if kind == "mps" and not torch.backends.mps.is_available():
@@ -48,12 +39,6 @@ def supports(device, dtype) -> bool:
     if kind == "cuda" and dt == torch.bfloat16:
         return torch.cuda.is_bf16_supported()  # Ampere (A100, RTX 30xx) and newer
     return torch.amp.is_autocast_available(kind)
-
-
-def autocast(device, dtype):
-    """torch.autocast for a low-precision dtype; switched off (plain fp32) for 'fp32'."""
-    dt = resolve_dtype(dtype)
-    return torch.autocast(device_type=_device_type(device), dtype=dt, enabled=dt != torch.float32)
 
 
 def autocast_dtypes(model: nn.Module, x: torch.Tensor, device, dtype, y: torch.Tensor | None = None) -> list[tuple[str, str, str]]:
@@ -96,12 +81,14 @@ def underflow_fraction(grads: torch.Tensor, scale: float = 1.0, dtype="fp16") ->
     nonzero = grads != 0
     if not nonzero.any():
         return 0.0
-    stored = (grads.float() * scale).to(resolve_dtype(dtype))
+    stored = (grads.float() * scale).to(precision_dtype(dtype))
     return ((stored == 0) & nonzero).sum().item() / nonzero.sum().item()
 
 
 def train_step(model: nn.Module, x, y, opt, scaler, device, dtype) -> torch.Tensor:
-    """One mixed-precision optimizer step, the current spelling. Returns the (fp32) loss."""
+    """One mixed-precision optimizer step, the current spelling, written out (the reference for
+    the step a learner writes; `fit` runs the same sequence in train.optimizer_step). Returns
+    the (fp32) loss."""
     with autocast(device, dtype):  # forward (and loss) in the autocast dtypes
         loss = F.cross_entropy(model(x).float(), y)
     opt.zero_grad(set_to_none=True)
@@ -114,12 +101,12 @@ def train_step(model: nn.Module, x, y, opt, scaler, device, dtype) -> torch.Tens
 def step_fn(model: nn.Module, x, y, device, dtype, lr: float = 1e-3) -> Callable[[], torch.Tensor]:
     """A no-argument training step of `model` on one batch at `dtype` (Adam; a GradScaler that
     is on for fp16 only), ready for bench.latency / bench.compare."""
-    kind, dt = _device_type(device), resolve_dtype(dtype)
+    kind, dt = _device_type(device), precision_dtype(dtype)
     model.to(kind).train()
     x, y = x.to(kind), y.to(kind)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    scaler = torch.amp.GradScaler(kind, enabled=dt == torch.float16)
-    return lambda: train_step(model, x, y, opt, scaler, kind, dt)
+    scaler = compat.grad_scaler(kind, enabled=dt == torch.float16)
+    return lambda: optimizer_step(model, (x, y), opt, scaler, precision=dt)[0]
 
 
 def train_step_ms(model: nn.Module, x, y, device, dtype, warmup: int = 2, repeats: int = 10) -> bench.Timing:

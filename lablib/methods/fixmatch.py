@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from lablib import augment
-from lablib.models import _positive
-from lablib.train import History, predict
+from lablib.core.validate import positive_int
+from lablib.data import augment
+from lablib.nets.train import History, predict
 
 
 def check_tau(tau) -> float:
@@ -152,7 +152,7 @@ def train(
     """
     check_mu(mu)
     for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every)):
-        _positive(name, value)
+        positive_int(name, value)
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
     device = next(model.parameters()).device

@@ -1,4 +1,4 @@
-"""What this machine is: the [OK]/[FAIL] report of lab 00, the one-line summary each lab prints,
+"""What this machine is: the [OK]/[FAIL] report of the setup check, the one-line summary each lab prints,
 and the environment stamp stored with every result."""
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ REQUIREMENTS = [
     ("scikit-learn", "sklearn", "1.3", "the digits dataset"),
     ("matplotlib", "matplotlib", "3.7", "plots"),
     ("jupytext", "jupytext", "1.16", "opening labs/*.py as notebooks"),
-    ("kornia", "kornia", "0.7.3", "augmentations (lab 05)"),
+    ("kornia", "kornia", "0.7.3", "augmentations"),
     ("onnx", "onnx", "1.16", "ONNX export (labs 07, 08)"),
     ("onnxruntime", "onnxruntime", "1.19", "ONNX Runtime (labs 07, 08)"),
     ("transformers", "transformers", "4.46", "text encoders, small transformers (labs 06, 08)"),
-    ("diffusers", "diffusers", "0.31", "diffusion models (lab 06)"),
+    ("diffusers", "diffusers", "0.31", "diffusion models"),
 ]
 MIN_PYTHON = (3, 10)
 # Lab 00 trains a SmallCNN on digits and compares this machine's speed with the machine the
@@ -35,7 +35,7 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
 
 
 @dataclass
-class Check:
+class Requirement:
     name: str
     status: str  # OK | FAIL | WARN | INFO
     found: str
@@ -52,43 +52,43 @@ def _version_ok(found: str, lowest: str) -> bool:
         return False
 
 
-def cuda_check() -> Check:
+def cuda_check() -> Requirement:
     import torch
 
     if not torch.cuda.is_available():
         note = "no NVIDIA GPU visible: fine, the labs run at cpu scale (GPU parts are skipped)"
         if torch.backends.mps.is_available():
             note = "Apple GPU (MPS) found: used where an op supports it"
-        return Check("CUDA", "INFO", "not available", note)
+        return Requirement("CUDA", "INFO", "not available", note)
     built = torch.version.cuda or "?"
     name = torch.cuda.get_device_name(0)
     if built.startswith("12."):
-        return Check("CUDA", "OK", built, f"{name}; the Docker image uses CUDA 12.1")
-    return Check("CUDA", "WARN", built, f"{name}; the project is tested with CUDA 12.x builds")
+        return Requirement("CUDA", "OK", built, f"{name}; the Docker image uses CUDA 12.1")
+    return Requirement("CUDA", "WARN", built, f"{name}; the project is tested with CUDA 12.x builds")
 
 
-def report() -> list[Check]:
+def report() -> list[Requirement]:
     """Every requirement checked against what this Python can import."""
     checks = []
     py = ".".join(map(str, sys.version_info[:3]))
     ok = sys.version_info[:2] >= MIN_PYTHON
-    checks.append(Check("Python", "OK" if ok else "FAIL", py, "" if ok else "needs Python 3.10 or newer"))
+    checks.append(Requirement("Python", "OK" if ok else "FAIL", py, "" if ok else "needs Python 3.10 or newer"))
     for dist, module, lowest, why in REQUIREMENTS:
         try:
             # The module's own __version__ first: PyPI's metadata says '2.5.1' where torch
             # itself says '2.5.1+cu124', and the build tag is what a learner needs to see.
             found = getattr(importlib.import_module(module), "__version__", None) or metadata.version(dist)
         except Exception as exc:  # missing, or broken at import: both are a FAIL to report
-            checks.append(Check(dist, "FAIL", "not importable", f"{type(exc).__name__}; needed for {why}"))
+            checks.append(Requirement(dist, "FAIL", "not importable", f"{type(exc).__name__}; needed for {why}"))
             continue
         good = _version_ok(found, lowest)
-        checks.append(Check(dist, "OK" if good else "FAIL", found, f">= {lowest} needed" if not good else ""))
+        checks.append(Requirement(dist, "OK" if good else "FAIL", found, f">= {lowest} needed" if not good else ""))
         if dist == "torch":
             checks.append(cuda_check())
     return checks
 
 
-def print_report(checks: list[Check] | None = None) -> bool:
+def print_report(checks: list[Requirement] | None = None) -> bool:
     """Print the report; return True when nothing FAILed."""
     checks = report() if checks is None else checks
     for c in checks:
@@ -137,7 +137,7 @@ def line() -> str:
     """One line a lab prints in its setup cell."""
     import torch
 
-    from lablib import config
+    from lablib.core import config
 
     return (
         f"LAB_SCALE={config.scale()} | {device_name()} | torch {torch.__version__} | "
@@ -149,7 +149,8 @@ def stamp() -> dict:
     """The environment a result was measured in: stored beside every recorded figure."""
     import torch
 
-    from lablib import __version__, config
+    from lablib import __version__
+    from lablib.core import config
 
     versions = {"python": platform.python_version(), "lablib": __version__}
     for dist, *_ in REQUIREMENTS:

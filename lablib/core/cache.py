@@ -1,0 +1,108 @@
+"""Caches under data/: files and folders written atomically, keyed by the settings that made them.
+
+A reader never sees half a file (write under a temporary name beside it, then rename), a changed
+setting never picks up a stale entry (the key hashes the settings), and the leftovers of a write
+that was killed half-way are removed by the next write into the same folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from lablib.core import config
+
+_TMP = ".tmp-"  # every temporary name starts with this, so leftovers can be found and removed
+
+
+def _clean_leftovers(folder: Path, name: str) -> None:
+    """Remove temporaries of `name` that an interrupted write left in `folder`."""
+    for stale in folder.glob(f"{_TMP}{name}.*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def write_atomic(path, text: str) -> Path:
+    """Write `text` to a temporary file beside `path`, then rename: a reader never sees half a file."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _clean_leftovers(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{_TMP}{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_folder(folder, write: Callable[[Path], None]) -> Path:
+    """Call write(tmp) to fill a fresh temporary folder beside `folder`, then rename it into place.
+
+    An existing `folder` is replaced only when it holds nothing but what such a write puts there
+    (it was written by write_folder before, marked by a `.complete` file): a save never deletes a
+    folder it did not write.
+    """
+    folder = Path(folder)
+    if folder.exists() and not (folder / ".complete").is_file():
+        if not folder.is_dir() or any(folder.iterdir()):
+            raise FileExistsError(f"folder {str(folder)!r} exists and was not written by write_folder: "
+                                  "refusing to replace it (choose another folder)")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _clean_leftovers(folder.parent, folder.name)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{_TMP}{folder.name}."))
+    try:
+        write(tmp)
+        (tmp / ".complete").write_text("", encoding="utf-8")
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{_TMP}{folder.name}."))
+            os.replace(folder, old / "old")  # out of the way first: os.replace cannot overwrite a folder
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def is_complete(folder) -> bool:
+    """Whether `folder` was fully written by write_folder (a killed write never gets this far)."""
+    return (Path(folder) / ".complete").is_file()
+
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    """A short hash of tensors' contents: the training data is part of a checkpoint's key."""
+    h = hashlib.sha256()
+    for t in tensors:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"fingerprint takes tensors, got {type(t).__name__}")
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def cache_folder(name: str, settings: dict) -> Path:
+    """data/cache/<name>-<hash of settings>: change any setting (steps, widths, data
+    fingerprint...) and the key changes, so a stale checkpoint is never picked up."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
+        raise ValueError(f"name must be a plain folder name (no '/', no '..'), got {name!r}")
+    if not isinstance(settings, dict):
+        raise TypeError(f"settings must be a dict, got {type(settings).__name__}")
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return config.data_dir() / "cache" / f"{name}-{key}"

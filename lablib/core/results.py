@@ -1,0 +1,246 @@
+"""A lab's claims and figures: stated once, printed, recorded, asserted, gathered into docs/results.md.
+
+    results.claim("student keeps the teacher's accuracy", retained, holds=retained >= 0.95,
+                  condition=">= 0.95", source="230M -> 12M parameters at 92 %")
+    ...
+    results.record({"teacher params": 1234, ...})
+
+`claim` prints the verdict beside the source's figure the moment it is measured. `record`, the
+lab's last step, writes results/<lab>.<scale>.json (the claims, the figures, the exercise
+verdicts, the environment) and then, at `cpu` and `gpu` scale, fails the run if a claim did not
+hold. `python -m lablib.core.results --scale cpu` renders docs/results.md from those files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lablib.core import checks, config, env
+from lablib.core.cache import write_atomic
+
+
+class ClaimFailed(AssertionError):
+    """A lab's claim did not hold at a scale where it is asserted."""
+
+
+@dataclass
+class Claim:
+    name: str
+    measured: float | int | str | bool
+    holds: bool
+    condition: str
+    source: str
+    asserted: bool
+
+
+# The claims stated in this kernel so far, by name (rerunning a cell replaces its claim).
+CLAIMS: dict[str, Claim] = {}
+
+
+def _plain(value):
+    """numpy / torch scalars as plain Python values (JSON)."""
+    if hasattr(value, "item") and not isinstance(value, (bool, str, int, float)):
+        return value.item()
+    return value
+
+
+def _check_value(name: str, value) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name!r} is {value}: record only finite numbers")
+    if not isinstance(value, (int, float, str, bool)):
+        raise TypeError(f"{name!r} must be a number, bool or str, got {type(value).__name__}")
+
+
+def claim(name: str, measured, *, holds, condition: str, source: str = "", asserted: bool = True) -> bool:
+    """State one of the lab's claims: what was measured, the condition it is held to, and the
+    source's own figure. Prints the verdict now; `record` saves it and, at `cpu`/`gpu` scale,
+    fails the run if it does not hold. asserted=False (timings, which a loaded machine can
+    flip) reports the verdict without ever failing the run. Returns whether it holds."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    measured, holds = _plain(measured), _plain(holds)
+    _check_value(name, measured)
+    if not isinstance(holds, bool):
+        raise TypeError(f"holds must be a bool (the claim's test, computed from the measurement), got {type(holds).__name__}")
+    for arg, text in (("condition", condition), ("source", source)):
+        if not isinstance(text, str):
+            raise TypeError(f"{arg} must be a str, got {type(text).__name__}")
+    CLAIMS[name] = Claim(name, measured, holds, condition, source, bool(asserted))
+    smoke = config.scale() == "smoke"
+    mark = "[·]" if smoke else "[✓]" if holds else "[✗]" if asserted else "[~]"
+    verdict = "holds" if holds else "does NOT hold"
+    line = f"{mark} {name}: {fmt(measured)} ({condition}: {verdict}"
+    line += ", not asserted at smoke scale)" if smoke else ")" if asserted else ", reported, not asserted)"
+    print(line + (f"\n    source: {source}" if source else ""))
+    return holds
+
+
+def record(metrics: dict | None = None, *, notes: str = "", scale: str | None = None, lab: str | None = None) -> Path:
+    """Save the lab's claims, its other headline figures (`metrics`), the exercise verdicts and
+    the environment to results/<lab>.<scale>.json; then, at `cpu`/`gpu` scale, raise ClaimFailed
+    if an asserted claim did not hold. The lab's name comes from the notebook (config.lab_name)."""
+    lab = config.lab_name() if lab is None else lab
+    if not isinstance(lab, str) or not config.LAB_NAME.match(lab):
+        raise ValueError(f"lab must look like '01_bn_residual' (NN_snake_case), got {lab!r}")
+    metrics = {} if metrics is None else metrics
+    if not isinstance(metrics, dict):
+        raise TypeError(f"metrics must be a dict of name -> value, got {type(metrics).__name__}")
+    metrics = {k: _plain(v) for k, v in metrics.items()}
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"metric names must be non-empty strings, got {name!r}")
+        _check_value(name, value)
+    if not metrics and not CLAIMS:
+        raise ValueError("nothing to record: state a claim or pass metrics")
+    if not isinstance(notes, str):
+        raise TypeError(f"notes must be a str, got {type(notes).__name__}")
+    scale = config.scale() if scale is None else scale
+    if scale not in config.SCALES:
+        raise ValueError(f"scale must be one of {', '.join(config.SCALES)}, got {scale!r}")
+    entry = {
+        "lab": lab,
+        "scale": scale,
+        "claims": [asdict(c) for c in CLAIMS.values()],
+        "metrics": metrics,
+        "exercises": dict(checks.VERDICTS),
+        "taught_steps": dict(checks.AGREEMENTS),
+        "solutions_mode": config.solutions(),
+        "notes": notes,
+        "wall_s": round(time.time() - config.STARTED, 1),
+        "env": env.stamp() | {"scale": scale},
+    }
+    path = config.results_dir() / f"{lab}.{scale}.json"
+    write_atomic(path, json.dumps(entry, indent=2) + "\n")
+    print(f"Recorded {len(CLAIMS)} claims, {len(metrics)} figures and {len(checks.VERDICTS)} exercise verdicts to {path}")
+    failed = [c for c in CLAIMS.values() if c.asserted and not c.holds]
+    if failed and scale != "smoke":
+        raise ClaimFailed("; ".join(f"{c.name}: {fmt(c.measured)} fails {c.condition}" for c in failed))
+    return path
+
+
+def load_records(scale: str = "cpu", folder: Path | None = None) -> dict[str, dict]:
+    """Every recorded lab at `scale`, keyed by lab name. A file that is not a record says which."""
+    folder = config.results_dir() if folder is None else Path(folder)
+    out = {}
+    for path in sorted(folder.glob(f"*.{scale}.json")):
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            out[entry["lab"]] = entry
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path} is not a lab record ({exc}); delete it and rerun its lab") from exc
+    return out
+
+
+def fmt(value) -> str:
+    """A figure as the reports print it: thousands separated, 4 significant digits."""
+    if isinstance(value, bool) or isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
+
+
+def lab_names(labs_dir: Path | None = None) -> list[str]:
+    """Every lab in labs/: NN_topic.py, or a folder NN_topic/ holding NN_topic.py."""
+    return sorted(p.stem for p in config.lab_sources(labs_dir))
+
+
+def _md(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render(scales=("cpu",), folder: Path | None = None, labs_dir: Path | None = None) -> str:
+    """docs/results.md as text: per lab and scale, its claims (measured, condition, verdict,
+    the source's figure), its other figures, and the environment it ran in."""
+    lines = [
+        "# Results",
+        "",
+        "Generated by `python -m lablib.core.results` from what each lab recorded when it last ran",
+        "(`make test` runs every lab at `cpu` scale and regenerates this page). Every figure is measured,",
+        "never typed in; the line under each lab says where and when.",
+        "",
+    ]
+    for scale in scales:
+        entries = load_records(scale, folder)
+        lines += [f"## Scale `{scale}`", ""]
+        for lab in sorted(set(lab_names(labs_dir)) | set(entries)):
+            lines += [f"### {lab}", ""]
+            entry = entries.get(lab)
+            if entry is None:
+                lines += ["_Not run at this scale yet._", ""]
+                continue
+            if entry.get("claims"):
+                lines += ["| claim | measured | condition | verdict | source |", "| --- | --- | --- | --- | --- |"]
+                for c in entry["claims"]:
+                    verdict = "holds" if c["holds"] else "does not hold" + ("" if c["asserted"] else " (not asserted)")
+                    lines.append(f"| {_md(c['name'])} | {fmt(c['measured'])} | {_md(c['condition'])} | {verdict} | {_md(c['source']) or '—'} |")
+                lines.append("")
+            if entry.get("metrics"):
+                lines += ["| figure | measured |", "| --- | --- |"]
+                lines += [f"| {_md(k)} | {fmt(v)} |" for k, v in entry["metrics"].items()]
+                lines.append("")
+            e = entry["env"]
+            versions = e["versions"]
+            lines.append(
+                f"_{e['date']} · {e['device']} · torch {versions.get('torch', '?')} · "
+                f"Python {versions.get('python', '?')} · notebook wall time {entry['wall_s']:.0f} s"
+                + (" · CI" if e.get("ci") else "") + "_"
+            )
+            if entry.get("notes"):
+                lines += ["", entry["notes"]]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def exercise_problems(scale: str, minimum: int, exempt=(), folder: Path | None = None) -> list[str]:
+    """What is wrong with the exercise verdicts recorded at `scale` by a solutions-mode run: a lab
+    with fewer than `minimum` checked exercises (labs in `exempt` aside), or a check not correct."""
+    problems = []
+    for lab, entry in load_records(scale, folder).items():
+        verdicts = entry.get("exercises", {})
+        if not entry.get("solutions_mode"):
+            problems.append(f"{lab}: recorded without LAB_SOLUTIONS=1")
+        if lab not in exempt and len(verdicts) < minimum:
+            problems.append(f"{lab}: {len(verdicts)} checked exercises, at least {minimum} expected")
+        problems += [f"{lab}: {name} is {status}" for name, status in verdicts.items() if status != checks.CORRECT]
+    return problems
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lablib.core.results", description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", action="append", choices=config.SCALES, help="scale(s) to report (default: the active one)")
+    parser.add_argument("--out", type=Path, default=None, help="output file (default: docs/results.md)")
+    parser.add_argument("--require-all", action="store_true", help="fail when a lab in labs/ has no record at the scale")
+    parser.add_argument("--exercises", type=int, default=None, metavar="N",
+                        help="check a solutions-mode run instead of rendering: every lab has >= N exercises, all correct")
+    parser.add_argument("--exempt", action="append", default=[], help="a lab the --exercises minimum does not apply to")
+    args = parser.parse_args(argv)
+    scales = args.scale or [config.scale()]
+    missing = [f"{lab} ({s})" for s in scales for lab in lab_names() if lab not in load_records(s)]
+    if args.exercises is not None:
+        problems = [p for s in scales for p in exercise_problems(s, args.exercises, args.exempt)]
+        problems += [f"no record for {m}" for m in missing]
+        for p in problems:
+            print("error:", p, file=sys.stderr)
+        if not problems:
+            print(f"every lab's exercises were checked and correct in solutions mode ({', '.join(scales)})")
+        return 1 if problems else 0
+    out = args.out or config.project_root() / "docs" / "results.md"
+    write_atomic(out, render(scales))
+    print(f"wrote {out} ({', '.join(scales)})")
+    if missing:
+        print(("error: " if args.require_all else "note: ") + "no record for " + ", ".join(missing), file=sys.stderr)
+        return 1 if args.require_all else 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
