@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -21,9 +22,130 @@ def test_not_attempted_never_raises(capsys):
         raise NotImplementedError
 
     assert checks.check_function(stub, accuracy, _inputs).status == "not attempted"
-    assert checks.check_function(lambda lg, y: None, accuracy, _inputs).status == "not attempted"
     assert checks.check_function(None, accuracy, _inputs).status == "not attempted"
-    assert capsys.readouterr().out.count("not attempted") == 3
+    assert capsys.readouterr().out.count("not attempted") == 2
+
+
+# Wrong answers of every kind a learner (or a broken check) produces: each must be judged wrong.
+def _ref(x):
+    return x.softmax(dim=1)
+
+
+def _make(g):
+    return torch.randn(4, 5, generator=g).requires_grad_()
+
+
+@pytest.mark.parametrize(
+    "answer, word",
+    [
+        (lambda x: None, "is None"),  # forgot to return
+        (lambda x: x.softmax(dim=1) * float("nan"), "NaN"),
+        (lambda x: torch.full_like(x, float("nan")), "NaN"),
+        (lambda x: x.softmax(dim=0), "differs"),  # wrong axis
+        (lambda x: x.softmax(dim=1)[:2], "shape"),
+        (lambda x: x.softmax(dim=1).T, "shape"),
+        (lambda x: x.softmax(dim=1).detach(), "no gradient"),
+        (lambda x: x.detach().softmax(dim=1) + 0 * x, "gradient"),  # right value, wrong gradient
+        (lambda x: x.softmax(dim=1).tolist(), "should be a tensor"),
+        (lambda x: True, "should be a tensor"),
+        (lambda x: x.softmax(dim=1) > 0, "dtype"),
+    ],
+)
+def test_wrong_answers_of_every_kind_are_wrong(answer, word):
+    v = checks.check_function(answer, _ref, _make, quiet=True)
+    assert v.status == "wrong" and word in v.message, v
+
+
+@pytest.mark.parametrize(
+    "got, expected",
+    [(float("nan"), 0.0), (0.0, float("nan")), (True, 1), (1, True), (False, 0.0), (None, 0.0),
+     (torch.tensor(True), 1.0), ("1.0", 1.0), (float("inf"), 1e308), (1.0, float("inf")),
+     (torch.tensor([1.0, float("nan")]), torch.tensor([1.0, 2.0])), ({"a": 1}, {"a": 1, "b": 2}),
+     (np.float64("nan"), 1.0), ([1.0], (1.0, 2.0))],
+)
+def test_difference_catches_what_equality_misses(got, expected):
+    assert checks.difference(got, expected) is not None
+
+
+@pytest.mark.parametrize(
+    "got, expected",
+    [(float("nan"), float("nan")), (1, 1.0), (np.float32(0.5), 0.5), (torch.tensor(2.0), 2.0),
+     (True, True), (None, None), ("a", "a"), (float("inf"), float("inf")),
+     (torch.tensor([1.0, float("nan")]), torch.tensor([1.0, float("nan")])), (np.ones(3), torch.ones(3, dtype=torch.float64))],
+)
+def test_difference_accepts_equal_answers(got, expected):
+    assert checks.difference(got, expected) is None
+
+
+def test_an_endless_loop_is_stopped():
+    def forever(x):
+        while True:
+            pass
+
+    v = checks.check_function(forever, _ref, _make, time_limit=0.2, quiet=True)
+    assert v.status == "error" and "still running after 0.2 s" in v.message
+
+
+def test_check_value():
+    assert checks.check_value(0.95, 0.95, name="tau", quiet=True)
+    assert checks.check_value(..., 0.95, quiet=True).status == "not attempted"
+    assert checks.check_value(None, 0.95, quiet=True).status == "wrong"
+    assert checks.check_value(float("nan"), 0.95, quiet=True).status == "wrong"
+    assert checks.check_value(True, 1, quiet=True).status == "wrong"
+    assert checks.check_value(None, None, quiet=True)  # None is right when None is the answer
+
+
+def test_verdicts_are_kept_by_name():
+    checks.check_function(lambda x: x.softmax(1), _ref, _make, name="my_softmax", quiet=True)
+    checks.check_function(lambda x: x, _ref, _make, name="my_other", quiet=True)
+    assert checks.VERDICTS == {"my_softmax": "correct", "my_other": "wrong"}
+
+
+def test_agrees_reports_without_counting_as_an_exercise(capsys):
+    def softmax(x):
+        return x.exp() / x.exp().sum(dim=1, keepdim=True)
+
+    assert checks.agrees(softmax, _ref, _make)
+    assert "[✓] the lab's softmax agrees with" in capsys.readouterr().out
+    assert not checks.agrees(lambda x: x.exp(), _ref, _make, name="changed")
+    assert "no longer agrees" in capsys.readouterr().out
+    assert checks.VERDICTS == {} and checks.AGREEMENTS == {"softmax": "correct", "changed": "wrong"}
+
+
+def _solutions(root, text):
+    (root / "labs" / "solutions").mkdir()
+    (root / "labs" / "solutions" / "01_demo.py").write_text(text)
+
+
+def test_solutions_mode_swaps_in_the_reference_answers(_isolated, monkeypatch):
+    _solutions(_isolated, "def my_softmax(x):\n    return x.softmax(dim=1)\n\nmy_tau = 0.95\n")
+    monkeypatch.setenv("LAB_NAME", "01_demo")
+
+    @checks.exercise
+    def my_softmax(x):
+        raise NotImplementedError
+
+    assert checks.check_function(my_softmax, _ref, _make, quiet=True).status == "not attempted"
+    assert checks.answer("my_tau", ...) is ...
+    monkeypatch.setenv("LAB_SOLUTIONS", "1")
+
+    @checks.exercise
+    def my_softmax(x):  # noqa: F811
+        raise NotImplementedError
+
+    assert checks.check_function(my_softmax, _ref, _make, quiet=True)
+    assert checks.answer("my_tau", ...) == 0.95
+    with pytest.raises(AssertionError, match="LAB_SOLUTIONS=1"):  # a reference answer judged wrong stops the run
+        checks.check_function(lambda x: x, _ref, _make, name="broken", quiet=True)
+    with pytest.raises(AttributeError, match="no reference answer named 'my_missing'"):
+        checks.answer("my_missing", None)
+
+
+def test_show_solution_prints_the_reference(_isolated, monkeypatch, capsys):
+    _solutions(_isolated, "def my_softmax(x):\n    return x.softmax(dim=1)\n")
+    monkeypatch.setenv("LAB_NAME", "01_demo")
+    checks.show_solution("my_softmax")
+    assert "return x.softmax(dim=1)" in capsys.readouterr().out
 
 
 def test_wrong_answer_gets_verdict_and_hint():
@@ -136,3 +258,15 @@ def test_bad_arguments():
         checks.check_function(lambda: 1, None, _inputs)
     with pytest.raises(ValueError, match="trials"):
         checks.check_function(lambda: 1, accuracy, _inputs, trials=0)
+    with pytest.raises(ValueError, match="trials"):
+        checks.check_module(Block(), Block(), lambda g: torch.randn(1, 4, 3, 3), trials=0)
+    with pytest.raises(ValueError, match="trials"):
+        checks.check_function(lambda: 1, accuracy, _inputs, trials=True)
+    with pytest.raises(ValueError, match="time_limit"):
+        checks.check_function(lambda: 1, accuracy, _inputs, time_limit=-1)
+    with pytest.raises(TypeError, match="make_inputs"):
+        checks.check_function(lambda: 1, accuracy, None)
+    with pytest.raises(ValueError, match="name"):
+        checks.answer("not a name", 1)
+    with pytest.raises(TypeError, match="@exercise"):
+        checks.exercise(3)

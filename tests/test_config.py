@@ -102,3 +102,37 @@ def test_threads_from_env(monkeypatch):
     monkeypatch.setenv("LAB_THREADS", "0")
     with pytest.raises(ValueError, match="LAB_THREADS"):
         config.threads()
+
+
+def test_solutions_mode_from_env(monkeypatch):
+    assert config.solutions() is False
+    monkeypatch.setenv("LAB_SOLUTIONS", "1")
+    assert config.solutions() is True
+    monkeypatch.setenv("LAB_SOLUTIONS", "yes")
+    with pytest.raises(ValueError, match="LAB_SOLUTIONS='yes'"):
+        config.solutions()
+
+
+def test_lab_name_comes_from_the_notebook(monkeypatch, _isolated):
+    with pytest.raises(RuntimeError, match="LAB_NAME"):
+        config.lab_name()
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/labs/02_distillation.ipynb")  # Jupyter Server, nbmake
+    assert config.lab_name() == "02_distillation"
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/Untitled.ipynb")  # not a lab
+    with pytest.raises(RuntimeError, match="cannot tell which lab"):
+        config.lab_name()
+    monkeypatch.setenv("LAB_NAME", "05_fixmatch")  # the override wins
+    assert config.lab_name() == "05_fixmatch"
+
+
+def test_lab_sources_finds_flat_and_folder_labs(_isolated):
+    labs = _isolated / "labs"
+    for name in ("01_a.py", "02_b.py", "notes.py", "02_b.ipynb"):
+        (labs / name).write_text("")
+    (labs / "15_dist").mkdir()
+    (labs / "15_dist" / "15_dist.py").write_text("")
+    (labs / "15_dist" / "worker.py").write_text("")
+    (labs / "16_empty").mkdir()
+    (labs / "solutions").mkdir()
+    (labs / "solutions" / "01_a.py").write_text("")
+    assert [p.relative_to(labs).as_posix() for p in config.lab_sources()] == ["01_a.py", "02_b.py", "15_dist/15_dist.py"]

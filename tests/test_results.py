@@ -1,77 +1,165 @@
 import json
 import math
 
+import numpy as np
 import pytest
+import torch
 
-from lablib.core import cache, results
+from lablib.core import checks, results
 
 
-def test_record_writes_stamped_json(_isolated):
-    results.record("01_demo", {"acc": 0.9612, "params": 12_345, "ok": True},
-                   claims={"acc": "92 % (article)"}, scale="cpu")
-    path = _isolated / "results" / "01_demo.cpu.json"
+def _claims(text: str = ""):
+    results.claim("student keeps the teacher's accuracy", 0.9612, holds=True, condition=">= 0.95",
+                  source="92 % (article)")
+    results.claim("sparse model faster", 1.1, holds=False, condition="speed-up >= 1.25", asserted=False)
+
+
+def test_claim_prints_verdict_and_source(capsys, monkeypatch):
+    monkeypatch.setenv("LAB_SCALE", "cpu")
+    assert results.claim("a", 0.97, holds=True, condition=">= 0.95", source="92 %") is True
+    assert results.claim("b", 0.5, holds=False, condition=">= 0.9") is False
+    results.claim("c", 1.1, holds=False, condition=">= 1.25", asserted=False)
+    out = capsys.readouterr().out
+    assert "[✓] a: 0.97 (>= 0.95: holds)" in out and "source: 92 %" in out
+    assert "[✗] b: 0.5 (>= 0.9: does NOT hold)" in out
+    assert "[~] c" in out and "not asserted" in out
+
+
+def test_claim_at_smoke_is_not_asserted(capsys):
+    results.claim("a", 0.1, holds=False, condition=">= 0.9")
+    assert "[·]" in capsys.readouterr().out
+    results.record(lab="01_demo")  # a failed claim does not fail a smoke run
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, word",
+    [
+        ({"name": ""}, ValueError, "name"),
+        ({"measured": math.nan}, ValueError, "finite"),
+        ({"measured": [1]}, TypeError, "must be a number"),
+        ({"holds": 1}, TypeError, "holds must be a bool"),
+        ({"holds": None}, TypeError, "holds must be a bool"),
+        ({"condition": 3}, TypeError, "condition"),
+    ],
+)
+def test_claim_rejects_bad_input(kwargs, error, word):
+    args = {"name": "x", "measured": 1.0, "holds": True, "condition": ">= 1"} | kwargs
+    with pytest.raises(error, match=word):
+        results.claim(args.pop("name"), args.pop("measured"), **args)
+
+
+def test_claim_accepts_numpy_and_torch(capsys):
+    assert results.claim("x", np.float32(0.5), holds=np.bool_(True), condition=">= 0") is True
+    assert results.claim("y", torch.tensor(2.0), holds=torch.tensor(2.0) > 1, condition="> 1") is True
+    assert results.CLAIMS["y"].measured == 2.0
+
+
+def test_record_writes_claims_metrics_verdicts_and_env(_isolated, monkeypatch):
+    monkeypatch.setenv("LAB_SCALE", "cpu")
+    _claims()
+    checks.VERDICTS["my_fn"] = checks.CORRECT
+    path = results.record({"params": 12_345, "ok": True, "a": np.float32(0.5)}, lab="01_demo")
     entry = json.loads(path.read_text())
-    assert entry["metrics"] == {"acc": 0.9612, "params": 12345, "ok": True}
-    assert entry["claims"] == {"acc": "92 % (article)"}
+    assert path == _isolated / "results" / "01_demo.cpu.json"
+    assert entry["metrics"] == {"params": 12345, "ok": True, "a": 0.5}
+    assert [c["name"] for c in entry["claims"]] == ["student keeps the teacher's accuracy", "sparse model faster"]
+    assert entry["claims"][0]["measured"] == 0.9612 and entry["claims"][1]["asserted"] is False
+    assert entry["exercises"] == {"my_fn": "correct"} and entry["solutions_mode"] is False
     assert entry["env"]["scale"] == "cpu" and "torch" in entry["env"]["versions"]
-    assert entry["wall_s"] >= 0
-    assert not list(path.parent.glob(".*.tmp"))  # the temporary file was renamed away
+    assert [p.name for p in path.parent.iterdir()] == ["01_demo.cpu.json"]  # no temporary file left
 
 
-def test_record_converts_numpy_and_torch_scalars(_isolated):
-    import numpy as np
-    import torch
+def test_record_fails_the_run_on_an_asserted_claim_at_cpu(_isolated, monkeypatch):
+    monkeypatch.setenv("LAB_SCALE", "cpu")
+    results.claim("accuracy", 0.5, holds=False, condition=">= 0.9")
+    with pytest.raises(results.ClaimFailed, match="accuracy: 0.5 fails >= 0.9"):
+        results.record({"x": 1}, lab="01_demo")
+    assert (_isolated / "results" / "01_demo.cpu.json").is_file()  # recorded before failing
 
-    results.record("02_demo", {"a": np.float32(0.5), "b": torch.tensor(2.0)}, scale="cpu")
-    path = _isolated / "results" / "02_demo.cpu.json"
-    assert json.loads(path.read_text())["metrics"] == {"a": 0.5, "b": 2.0}
+
+def test_record_takes_the_lab_name_from_the_notebook(_isolated, monkeypatch):
+    monkeypatch.setenv("JPY_SESSION_NAME", str(_isolated / "labs" / "03_topic.ipynb"))
+    results.record({"x": 1})
+    assert (_isolated / "results" / "03_topic.smoke.json").is_file()
 
 
 @pytest.mark.parametrize(
     "kwargs, error, word",
     [
         ({"lab": "demo"}, ValueError, "NN_snake_case"),
-        ({"metrics": {}}, ValueError, "non-empty"),
+        ({"metrics": {}}, ValueError, "nothing to record"),
+        ({"metrics": [1]}, TypeError, "dict"),
         ({"metrics": {"a": math.nan}}, ValueError, "finite"),
         ({"metrics": {"a": [1]}}, TypeError, "'a' must be"),
-        ({"claims": {"b": "x"}}, ValueError, r"\['b'\]"),
+        ({"metrics": {3: 1}}, ValueError, "non-empty strings"),
+        ({"notes": 123}, TypeError, "notes"),
         ({"scale": "huge"}, ValueError, "scale"),
     ],
 )
 def test_record_rejects_bad_input(kwargs, error, word):
     args = {"lab": "01_demo", "metrics": {"a": 1.0}} | kwargs
     with pytest.raises(error, match=word):
-        results.record(args.pop("lab"), args.pop("metrics"), **args)
+        results.record(args.pop("metrics"), **args)
 
 
-def test_render_puts_claim_beside_measured_and_marks_missing(_isolated):
+def test_record_without_a_notebook_says_how_to_name_the_lab():
+    with pytest.raises(RuntimeError, match="LAB_NAME"):
+        results.record({"a": 1})
+
+
+def test_render_shows_claims_and_figures_and_marks_missing(_isolated, monkeypatch):
+    monkeypatch.setenv("LAB_SCALE", "cpu")
     (_isolated / "labs" / "01_demo.py").write_text("")
     (_isolated / "labs" / "02_other.py").write_text("")
-    results.record("01_demo", {"student acc": 0.9312, "teacher params": 230_000, "img/s": 12170.4, "ms": 1.2416},
-                   claims={"student acc": "92 %"}, scale="cpu")
+    _claims()
+    results.record({"teacher params": 230_000, "img/s": 12170.4, "ms": 1.2416}, lab="01_demo")
     text = results.render(["cpu"])
-    assert "| student acc | 0.931 | 92 % |" in text
-    assert "| teacher params | 230,000 | — |" in text
-    assert "| img/s | 12,170 | — |" in text and "| ms | 1.242 | — |" in text
+    assert "| student keeps the teacher's accuracy | 0.961 | >= 0.95 | holds | 92 % (article) |" in text
+    assert "| sparse model faster | 1.1 | speed-up >= 1.25 | does not hold (not asserted) | — |" in text
+    assert "| teacher params | 230,000 |" in text
+    assert "| img/s | 12,170 |" in text and "| ms | 1.242 |" in text
     assert "### 02_other" in text and "_Not run at this scale yet._" in text
 
 
 def test_main_writes_report_and_require_all_fails_on_missing(_isolated, capsys):
     (_isolated / "labs" / "01_demo.py").write_text("")
     (_isolated / "labs" / "02_other.py").write_text("")
-    results.record("01_demo", {"a": 1.0}, scale="cpu")
+    results.record({"a": 1.0}, lab="01_demo", scale="cpu")
     assert results.main(["--scale", "cpu"]) == 0
     assert (_isolated / "docs" / "results.md").read_text().startswith("# Results")
     assert results.main(["--scale", "cpu", "--require-all"]) == 1
     assert "02_other (cpu)" in capsys.readouterr().err
-    results.record("02_other", {"b": 2.0}, scale="cpu")
+    results.record({"b": 2.0}, lab="02_other", scale="cpu")
     assert results.main(["--scale", "cpu", "--require-all"]) == 0
 
 
-def test_write_atomic_keeps_old_file_on_failure(tmp_path):
-    target = tmp_path / "out" / "x.json"
-    cache.write_atomic(target, "old")
-    with pytest.raises(TypeError):
-        cache.write_atomic(target, 3)  # not text: fails while writing
-    assert target.read_text() == "old"
-    assert [p.name for p in target.parent.iterdir()] == ["x.json"]  # no temporary file left behind
+def test_folder_labs_count_as_labs(_isolated):
+    folder = _isolated / "labs" / "15_distributed"
+    folder.mkdir()
+    (folder / "15_distributed.py").write_text("")
+    (folder / "worker.py").write_text("")
+    (_isolated / "labs" / "01_demo.py").write_text("")
+    assert results.lab_names() == ["01_demo", "15_distributed"]
+
+
+def test_exercise_report_of_a_solutions_run(_isolated, monkeypatch, capsys):
+    (_isolated / "labs" / "00_setup.py").write_text("")
+    (_isolated / "labs" / "01_demo.py").write_text("")
+    monkeypatch.setenv("LAB_SOLUTIONS", "1")
+    monkeypatch.setattr(checks, "VERDICTS", {"ex1": "correct"})
+    results.record({"a": 1}, lab="00_setup")
+    monkeypatch.setattr(checks, "VERDICTS", {"ex1": "correct", "ex2": "not attempted"})
+    results.record({"a": 1}, lab="01_demo")
+    assert results.main(["--scale", "smoke", "--exercises", "2", "--exempt", "00_setup"]) == 1
+    assert "01_demo: ex2 is not attempted" in capsys.readouterr().err
+    monkeypatch.setattr(checks, "VERDICTS", {"ex1": "correct", "ex2": "correct"})
+    results.record({"a": 1}, lab="01_demo")
+    assert results.main(["--scale", "smoke", "--exercises", "2", "--exempt", "00_setup"]) == 0
+    assert results.main(["--scale", "smoke", "--exercises", "2"]) == 1  # 00_setup has only one
+
+
+def test_a_corrupt_record_names_its_file(_isolated):
+    (_isolated / "results").mkdir()
+    (_isolated / "results" / "01_demo.cpu.json").write_text("{not json")
+    with pytest.raises(ValueError, match="01_demo.cpu.json is not a lab record"):
+        results.load_records("cpu")

@@ -119,3 +119,33 @@ def test_peak_memory_sees_an_allocation():
     out = bench.peak_memory(allocate)
     assert out["cpu_rise_mb"] > 150
     assert out["cpu_peak_mb"] >= out["cpu_rise_mb"]
+
+
+def test_table_aligns_and_formats(capsys):
+    from lablib import table
+
+    table({"eager": {"batch 1": 0.2, "batch 64": 3.014}, "ORT": {"batch 1": 0.04, "batch 64": None}}, title="ms")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "ms"
+    assert lines[1].split() == ["batch", "1", "batch", "64"]
+    assert lines[3].split() == ["eager", "0.2", "3.014"] and lines[4].split() == ["ORT", "0.04", "—"]
+    assert len({len(line) for line in lines[2:4]}) == 1  # numbers right-aligned under their header
+    table([{"tau": 0.5, "acc": 0.889}, {"tau": 0.95, "acc": 0.883}], columns=["acc"])
+    assert capsys.readouterr().out.split() == ["acc", "-----", "0.889", "0.883"]
+    with pytest.raises(ValueError, match="rows"):
+        table([])
+    with pytest.raises(ValueError, match="rows"):
+        table([1, 2])
+
+
+@pytest.mark.parametrize("ratio, word", [(1.3, "faster"), (1.24, "about as fast"), (0.81, "about as fast"),
+                                         (0.79, "slower"), (5.0, "faster")])
+def test_speed_verdict_needs_a_margin(ratio, word):
+    assert bench.verdict(ratio) == word
+
+
+def test_speed_verdict_rejects_nonsense():
+    with pytest.raises(ValueError, match="ratio"):
+        bench.verdict(0)
+    with pytest.raises(ValueError, match="margin"):
+        bench.verdict(1.5, margin=1.0)

@@ -302,8 +302,18 @@ def _compare_grads(got, expected, mine, theirs, atol, rtol) -> str | None:
         return None
     if not any(o.requires_grad for o in outs_mine):
         return "the output carries no gradient (was something detached, or computed under no_grad?)"
-    g_ref = torch.autograd.grad(sum(o.sum() for o in outs_ref if o.requires_grad), leaves_ref, allow_unused=True)
-    g_mine = torch.autograd.grad(sum(o.sum() for o in outs_mine if o.requires_grad), leaves_mine, allow_unused=True)
+    # Back-propagate a random weighting of the outputs, the same for both: a plain sum would
+    # hide a wrong gradient wherever the outputs' sum is constant (a softmax's rows sum to 1).
+    gen = torch.Generator().manual_seed(1234)
+    weights = [torch.rand(o.shape, generator=gen, dtype=torch.float64) + 0.5 for o in outs_ref]
+
+    def weighted(outs):
+        return sum((o * w.to(o.dtype).to(o.device)).sum() for o, w in zip(outs, weights, strict=False) if o.requires_grad)
+
+    if [tuple(o.shape) for o in outs_mine] != [tuple(o.shape) for o in outs_ref]:
+        return "the outputs' shapes differ from the reference's"
+    g_ref = torch.autograd.grad(weighted(outs_ref), leaves_ref, allow_unused=True)
+    g_mine = torch.autograd.grad(weighted(outs_mine), leaves_mine, allow_unused=True)
     for i, (gm, gr) in enumerate(zip(g_mine, g_ref, strict=True)):
         gm = torch.zeros_like(leaves_mine[i]) if gm is None else gm
         gr = torch.zeros_like(leaves_ref[i]) if gr is None else gr

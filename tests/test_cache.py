@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from lablib.core import cache
+
+
+@pytest.fixture
+def where(tmp_path):
+    """An empty folder of its own (tmp_path also holds the isolated project's labs/)."""
+    folder = tmp_path / "w"
+    folder.mkdir()
+    return folder
+
+
+def test_write_atomic_replaces_and_cleans_leftovers(where):
+    target = where / "out" / "x.json"
+    cache.write_atomic(target, "old")
+    (target.parent / ".tmp-x.json.abc123").write_text("half a file from a killed write")
+    cache.write_atomic(target, "new")
+    assert target.read_text() == "new"
+    assert [p.name for p in target.parent.iterdir()] == ["x.json"]
+
+
+def test_write_atomic_keeps_the_old_file_when_the_rename_fails(where, monkeypatch):
+    target = where / "x.json"
+    cache.write_atomic(target, "old")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cache.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        cache.write_atomic(target, "new")
+    assert target.read_text() == "old"
+    assert [p.name for p in where.iterdir()] == ["x.json"]  # the temporary file was removed
+
+
+def test_write_atomic_rejects_non_text(where):
+    with pytest.raises(TypeError, match="text must be a str"):
+        cache.write_atomic(where / "x", 3)
+
+
+def _writer(text):
+    def write(folder):
+        (folder / "weights.txt").write_text(text)
+    return write
+
+
+def test_write_folder_replaces_only_its_own_folders(where):
+    folder = where / "ckpt"
+    cache.write_folder(folder, _writer("v1"))
+    assert cache.is_complete(folder) and (folder / "weights.txt").read_text() == "v1"
+    cache.write_folder(folder, _writer("v2"))
+    assert (folder / "weights.txt").read_text() == "v2"
+    assert sorted(p.name for p in where.iterdir()) == ["ckpt"]
+    mine = where / "my_data"
+    mine.mkdir()
+    (mine / "precious.csv").write_text("1,2,3")
+    with pytest.raises(FileExistsError, match="refusing to replace"):
+        cache.write_folder(mine, _writer("x"))
+    assert (mine / "precious.csv").read_text() == "1,2,3"
+
+
+def test_a_failed_folder_write_leaves_nothing_and_keeps_the_old(where):
+    folder = where / "ckpt"
+    cache.write_folder(folder, _writer("v1"))
+
+    def crash(tmp):
+        (tmp / "weights.txt").write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.write_folder(folder, crash)
+    assert (folder / "weights.txt").read_text() == "v1"
+    assert sorted(p.name for p in where.iterdir()) == ["ckpt"]
+
+
+def test_cache_folder_is_keyed_by_settings_and_stays_in_data(_isolated):
+    a = cache.cache_folder("gen", {"steps": 10, "data": "abc"})
+    assert a == cache.cache_folder("gen", {"data": "abc", "steps": 10})
+    assert a != cache.cache_folder("gen", {"steps": 11, "data": "abc"})
+    assert a.parent == _isolated / "data" / "cache"
+    for bad in ("../escape", "a/b", "", ".hidden"):
+        with pytest.raises(ValueError, match="plain folder name"):
+            cache.cache_folder(bad, {})
+    assert cache.fingerprint(torch.ones(3)) != cache.fingerprint(torch.zeros(3))
+    with pytest.raises(TypeError, match="tensors"):
+        cache.fingerprint([1, 2])
