@@ -39,7 +39,7 @@ RUN python -m pip install --upgrade pip==25.3 \
 
 # The project itself. --no-deps: the pins above already satisfy pyproject.toml (a test checks),
 # and pyproject's `onnxruntime` must not be installed beside onnxruntime-gpu.
-COPY --chown=lab:lab pyproject.toml README.md Makefile jupytext.toml ./
+COPY --chown=lab:lab pyproject.toml README.md LICENSE Makefile jupytext.toml conftest.py ./
 COPY --chown=lab:lab lablib lablib
 COPY --chown=lab:lab labs labs
 COPY --chown=lab:lab docs docs
