@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import psutil
 import torch
 
+from lablib.core.validate import positive_int
+
 
 @dataclass
 class Timing:
@@ -42,8 +44,7 @@ def latency(fn: Callable[[], object], warmup: int = 3, repeats: int = 20, cuda: 
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     if not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
-    if not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    positive_int("repeats", repeats)
     cuda = torch.cuda.is_available() if cuda is None else cuda
     for _ in range(warmup):
         fn()
@@ -68,8 +69,7 @@ def compare(fns: dict, rounds: int = 3, warmup: int = 3, repeats: int = 20,
     Keys may be tuples, so a grid is one call: {("eager", b): ..., ("ORT", b): ...}."""
     if not fns:
         raise ValueError("fns must name at least one function")
-    if not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds must be a positive int, got {rounds!r}")
+    positive_int("rounds", rounds)
     best: dict[str, Timing] = {}
     for _ in range(rounds):
         for name, fn in fns.items():
@@ -91,8 +91,7 @@ def verdict(ratio: float, margin: float = 1.25) -> str:
 
 def throughput(fn: Callable[[], object], items: int, warmup: int = 3, repeats: int = 20, cuda: bool | None = None) -> float:
     """Items per second when one call of `fn()` processes `items` items (median call time)."""
-    if not isinstance(items, int) or items < 1:
-        raise ValueError(f"items must be a positive int, got {items!r}")
+    positive_int("items", items)
     return items / (latency(fn, warmup, repeats, cuda).median_ms / 1e3)
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from lablib.core import config
+from lablib.core.validate import positive_int
 
 NOT_ATTEMPTED, CORRECT, WRONG, ERROR = "not attempted", "correct", "wrong", "error"
 _MARK = {NOT_ATTEMPTED: "[ ]", CORRECT: "[✓]", WRONG: "[✗]", ERROR: "[!]"}
@@ -231,8 +232,7 @@ def _time_limit(seconds: float | None):
 
 
 def _check_common(trials, time_limit) -> None:
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise ValueError(f"trials must be a positive int, got {trials!r}")
+    positive_int("trials", trials)
     if time_limit is not None and not (_is_number(time_limit) and time_limit > 0):
         raise ValueError(f"time_limit must be a positive number of seconds or None, got {time_limit!r}")
 
