@@ -118,6 +118,8 @@ def test_lab_name_comes_from_the_notebook(monkeypatch, _isolated):
         config.lab_name()
     monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/labs/02_distillation.ipynb")  # Jupyter Server, nbmake
     assert config.lab_name() == "02_distillation"
+    monkeypatch.setenv("JPY_SESSION_NAME", "02_distillation-Copy1.ipynb")  # a copy made in JupyterLab
+    assert config.lab_name() == "02_distillation"
     monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/Untitled.ipynb")  # not a lab
     with pytest.raises(RuntimeError, match="cannot tell which lab"):
         config.lab_name()

@@ -51,9 +51,10 @@ def lab_name() -> str:
     except ImportError:  # pragma: no cover - IPython ships with Jupyter
         pass
     for value in candidates:
-        name = Path(value.strip()).stem if value.strip() else ""
-        if LAB_NAME.match(name):
-            return name
+        # "02_distillation-Copy1.ipynb", a copy JupyterLab made, is still lab 02_distillation
+        found = re.match(r"\d\d_[a-z0-9_]+", Path(value.strip()).stem) if value.strip() else None
+        if found:
+            return found.group(0)
     raise RuntimeError("cannot tell which lab this is: run it as a notebook in Jupyter, or set "
                        "LAB_NAME=NN_topic (the notebook's name without .ipynb)")
 
