@@ -86,3 +86,20 @@ def test_cache_folder_is_keyed_by_settings_and_stays_in_data(_isolated):
     assert cache.fingerprint(torch.ones(3)) != cache.fingerprint(torch.zeros(3))
     with pytest.raises(TypeError, match="tensors"):
         cache.fingerprint([1, 2])
+
+
+def test_write_atomic_makes_an_ordinary_file(where):
+    import os
+    import stat
+
+    target = cache.write_atomic(where / "x.json", "{}")
+    mode = stat.S_IMODE(target.stat().st_mode)
+    assert mode == 0o666 & ~_current_umask() and os.access(target, os.R_OK)
+
+
+def _current_umask():
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -31,6 +31,12 @@ def _clean_leftovers(folder: Path, name: str) -> None:
             stale.unlink(missing_ok=True)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path, text: str) -> Path:
     """Write `text` to a temporary file beside `path`, then rename: a reader never sees half a file."""
     if not isinstance(text, str):
@@ -44,6 +50,7 @@ def write_atomic(path, text: str) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a plain file is readable by others
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
