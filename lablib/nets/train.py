@@ -295,7 +295,7 @@ def fit(
             sched.step()
         window["loss"].append(value)
         for name, v in logs.items():
-            window.setdefault(name, []).append(float(v))
+            window.setdefault(name, []).append(float(v.detach()) if isinstance(v, torch.Tensor) else float(v))
         bar.update(1)
         if k % log_every == 0 or k == total:
             row = {"epoch": math.ceil(k / per_epoch)} if per_epoch else {}
