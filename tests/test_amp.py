@@ -6,7 +6,7 @@ from torch import nn
 
 from lablib.core import compat
 from lablib.methods import amp
-from lablib.nets import models
+from lablib.nets import models, train
 
 
 def test_cpu_bf16_autocast_runs_conv_and_linear_in_bf16_and_the_loss_in_fp32():
@@ -26,7 +26,7 @@ def test_cpu_bf16_autocast_runs_conv_and_linear_in_bf16_and_the_loss_in_fp32():
 
 
 def test_mse_loss_is_kept_in_fp32_under_cpu_autocast():
-    with amp.autocast("cpu", torch.bfloat16):
+    with train.autocast("cpu", torch.bfloat16):
         h = nn.Linear(4, 4)(torch.randn(2, 4))
         assert h.dtype == torch.bfloat16
         assert nn.functional.mse_loss(h, torch.zeros(2, 4)).dtype == torch.float32
@@ -81,6 +81,48 @@ def test_train_step_lowers_the_loss_in_bf16_and_fp16():
         assert last < first, dtype
     timing = amp.train_step_ms(models.SmallCNN(width=4), x, y, "cpu", "bf16", warmup=0, repeats=2)
     assert timing.repeats == 2 and timing.median_ms > 0
+
+
+def _two_steps(step, precision, scale_inputs=1.0):
+    """Two steps of `step` on a fresh seeded MLP: the losses, the weights after, the loss scale."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scaler = compat.grad_scaler("cpu", enabled=precision == "fp16")
+    g = torch.Generator().manual_seed(1)
+    losses = []
+    for _ in range(2):
+        x, y = torch.randn(8, 16, generator=g) * scale_inputs, torch.randint(0, 10, (8,), generator=g)
+        losses.append(step(model, x, y, opt, scaler, "cpu", precision))
+    return torch.stack(losses), [p.detach().clone() for p in model.parameters()], scaler.get_scale()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_train_step_is_the_step_fit_runs(precision):
+    def fit_step(model, x, y, opt, scaler, device, precision):
+        return train.optimizer_step(model, (x, y), opt, scaler, precision=precision)[0]
+
+    for scale_inputs in (1.0, 100.0):
+        losses, weights, scale = _two_steps(amp.train_step, precision, scale_inputs)
+        fit_losses, fit_weights, fit_scale = _two_steps(fit_step, precision, scale_inputs)
+        assert torch.equal(losses, fit_losses) and scale == fit_scale
+        assert all(torch.equal(a, b) for a, b in zip(weights, fit_weights, strict=True))
+    assert losses.dtype == torch.float32 and not losses.requires_grad
+
+
+def test_train_step_runs_under_autocast_and_skips_fp16_overflow():
+    fp32, _, _ = _two_steps(amp.train_step, "fp32")
+    bf16, _, _ = _two_steps(amp.train_step, "bf16")
+    assert not torch.equal(fp32, bf16), "bf16 must change the forward pass"
+    assert torch.allclose(fp32, bf16, rtol=0.05)
+    torch.manual_seed(0)
+    initial = [p.detach() for p in nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10)).parameters()]
+    # small inputs: both fp16 steps are applied, the scale stays
+    _, weights, scale = _two_steps(amp.train_step, "fp16")
+    assert scale == 65536.0 and not any(torch.equal(a, b) for a, b in zip(weights, initial, strict=True))
+    # large inputs: the scaled fp16 gradients overflow, both steps are skipped, the scale halved twice
+    _, weights, scale = _two_steps(amp.train_step, "fp16", scale_inputs=100.0)
+    assert scale == 65536.0 / 4 and all(torch.equal(a, b) for a, b in zip(weights, initial, strict=True))
 
 
 def test_supports():

@@ -86,9 +86,12 @@ def test_training_lowers_the_loss_and_sampling_is_seeded(tiny_unet):
     images = torch.zeros(30, 1, 8, 8)
     images[:, :, 2:6, 2:6] = 1.0  # one easy pattern
     labels = torch.arange(30) % 3
-    losses = diffusion.train_unet(model, images, labels, train_sched, steps=60, batch_size=16, lr=3e-3, progress=False)
-    assert len(losses) == 60
-    assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10
+    history = diffusion.train_unet(model, images, labels, train_sched, steps=60, batch_size=16, lr=3e-3, progress=False)
+    assert history["step"] == [10, 20, 30, 40, 50, 60]  # one History row per 10 steps, from train.fit
+    losses = history["train_loss"]
+    assert losses[-1] < 0.6 * losses[0]
+    assert history["lr"][-1] < 1e-4 * 3e-3 * 100  # the cosine schedule ends near 0
+    assert not model.training  # fit leaves the model in eval mode
     a = diffusion.sample(model, [0, 1, 2], sampler, steps=4, seed=1)
     b, path = diffusion.sample(model, [0, 1, 2], sampler, steps=4, seed=1, trajectory=True)
     assert a.shape == (3, 1, 8, 8) and 0 <= a.min() and a.max() <= 1
@@ -96,6 +99,71 @@ def test_training_lowers_the_loss_and_sampling_is_seeded(tiny_unet):
     assert not torch.equal(a, diffusion.sample(model, [0, 1, 2], sampler, steps=4, seed=2))
     assert torch.equal(a, diffusion.sample(model, [0, 1, 2], sampler, steps=4, seed=1, guidance_scale=1.0))
     assert not torch.allclose(a, diffusion.sample(model, [0, 1, 2], sampler, steps=4, seed=1, guidance_scale=3.0))
+
+
+def _trained(seed):
+    torch.manual_seed(0)  # the same initial weights every time
+    model = diffusion.make_unet(image_size=8, widths=(8, 16), num_classes=3)
+    history = diffusion.train_unet(model, torch.rand(12, 1, 8, 8), torch.arange(12) % 3, diffusion.make_schedulers()[0],
+                                   steps=4, batch_size=4, seed=seed, progress=False, log_every=1)
+    return model, history["train_loss"]
+
+
+def test_training_is_repeatable_for_a_seed():
+    torch.manual_seed(123)
+    (m1, l1), (m2, l2) = _trained(0), _trained(0)
+    torch.manual_seed(456)  # the global RNG plays no part: batches, t and noise have their own seeded generators
+    m3, l3 = _trained(1)
+    assert l1 == l2 and len(l1) == 4
+    assert all(torch.equal(p, q) for p, q in zip(m1.parameters(), m2.parameters(), strict=True))
+    assert l3 != l1
+
+
+def test_batches_are_seeded_in_model_range_with_no_class_dropout():
+    images = torch.rand(50, 1, 4, 4)
+    labels = torch.arange(50) % 5
+    first = diffusion.batches(images, labels, batch_size=200, p_uncond=0.25, seed=7, num_classes=5)
+    x, y = next(first)
+    assert x.shape == (200, 1, 4, 4) and y.shape == (200,) and y.dtype == torch.long
+    assert x.min() >= -1 and x.max() <= 1 and x.min() < -0.5 and x.max() > 0.5  # [0, 1] mapped to [-1, 1]
+    dropped = (y == 5).float().mean().item()  # id 5 = "no class"
+    assert 0.15 < dropped < 0.35
+    kept = y != 5
+    rows = torch.stack([(diffusion.to_model_range(images) - xi).abs().flatten(1).sum(1).argmin() for xi in x])
+    assert torch.equal(labels[rows][kept], y[kept])  # every kept label belongs to its image
+    x2, y2 = next(diffusion.batches(images, labels, batch_size=200, p_uncond=0.25, seed=7, num_classes=5))
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    x3, _ = next(first)  # endless: the next batch is a new draw
+    assert not torch.equal(x, x3)
+    _, y0 = next(diffusion.batches(images, labels, batch_size=64, p_uncond=0.0, seed=0))
+    assert y0.max() <= 4  # no dropout: only real classes; num_classes defaults to the largest label + 1
+
+
+def test_batches_rejects_bad_input():
+    images, labels = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 1])
+    with pytest.raises(ValueError, match="batch_size"):
+        diffusion.batches(images, labels, batch_size=0)
+    with pytest.raises(ValueError, match="p_uncond"):
+        diffusion.batches(images, labels, p_uncond=1.0)
+    with pytest.raises(ValueError, match="images must be"):
+        diffusion.batches(images[0], labels)
+    with pytest.raises(ValueError, match="labels"):
+        diffusion.batches(images, labels[:2])
+    with pytest.raises(ValueError, match="class id 2 is unknown"):
+        diffusion.batches(images, labels, num_classes=2)
+    with pytest.raises(ValueError, match="seed"):
+        diffusion.batches(images, labels, seed=1.5)
+
+
+def test_warmup_cosine_rises_then_decays_to_zero():
+    total = 100  # warm-up over the first 5 steps
+    factors = [diffusion.warmup_cosine(k, total) for k in range(total + 1)]
+    assert factors[0] == pytest.approx(0.2)
+    assert factors[0] < factors[1] < factors[2] < factors[4]
+    assert factors[4] == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 100)))
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:], strict=False))
+    assert factors[total] == pytest.approx(0.0, abs=1e-12)
+    assert diffusion.warmup_cosine(0, 1) == pytest.approx(1.0)
 
 
 def test_guidance_combines_the_two_noise_estimates(tiny_unet):
@@ -180,6 +248,17 @@ def test_unet_round_trips_through_save_pretrained(tiny_unet, _isolated):
     x, t, y = torch.randn(2, 1, 8, 8), torch.tensor([5, 500]), torch.tensor([0, 2])
     with torch.no_grad():
         assert torch.allclose(loaded(x, t, class_labels=y).sample, tiny_unet(x, t, class_labels=y).sample)
+
+
+def test_checkpoint_without_the_completion_marker_is_not_trusted(tiny_unet, _isolated):
+    folder = cache.cache_folder("gen", {"x": 2})
+    diffusion.save_unet(tiny_unet, folder)
+    (folder / ".complete").unlink()  # as if the save had been killed before it finished
+    assert not diffusion.has_checkpoint(folder)
+    with pytest.raises(FileNotFoundError):
+        diffusion.load_unet(folder)
+    tiny_unet.save_pretrained(_isolated / "plain")  # the files alone, not written by save_unet
+    assert not diffusion.has_checkpoint(_isolated / "plain")
 
 
 def test_load_unet_missing_folder_is_a_clear_error(_isolated):

@@ -29,6 +29,28 @@ def test_unlabelled_examples_get_the_soft_term_only():
     assert torch.allclose(distillation_loss(s, t, none, T=2.0, alpha=0.7), 0.7 * soft)
 
 
+def test_hard_term_is_cross_entropy_that_ignores_unlabelled_rows():
+    """-1 means "no label": the hard term is cross-entropy with ignore_index=-1 (the mean over the
+    labelled rows), which is what a learner's F.cross_entropy(..., ignore_index=-1) computes."""
+    s, t, y = _logits()
+    y = y.clone()
+    y[::3] = -1
+    assert torch.allclose(distillation_loss(s, t, y, alpha=0.0), F.cross_entropy(s, y, ignore_index=-1))
+    with pytest.raises(IndexError):  # the plain cross-entropy cannot take -1 as a class
+        F.cross_entropy(s, y)
+
+
+def test_confident_pseudo_labels_feed_the_distillation_loss():
+    """Thresholded pseudo-labels contain -1; the loss takes them as unlabelled rows."""
+    s, t, _ = _logits()
+    t = 3 * t  # a teacher sure of some rows and unsure of others
+    pseudo = pseudo_labels(t, threshold=0.5)
+    assert (pseudo == -1).any() and (pseudo >= 0).any()
+    keep = pseudo >= 0
+    expected = 0.5 * distillation_loss(s, t, None, alpha=1.0) + 0.5 * F.cross_entropy(s[keep], pseudo[keep])
+    assert torch.allclose(distillation_loss(s, t, pseudo, alpha=0.5), expected)
+
+
 def test_identical_logits_give_zero_soft_loss():
     s, _, y = _logits()
     assert distillation_loss(s, s.clone(), y, alpha=1.0).abs().item() < 1e-6

@@ -1,3 +1,4 @@
+import functools
 import math
 
 import pytest
@@ -6,7 +7,7 @@ import torch.nn.functional as F
 
 from lablib.data import datasets
 from lablib.methods import fixmatch
-from lablib.nets import models
+from lablib.nets import models, train
 
 
 def _logits(seed=0, n=64, c=10, scale=3.0):
@@ -55,22 +56,102 @@ def test_no_gradient_flows_through_pseudo_labels():
     assert not pseudo.requires_grad and not mask.requires_grad
 
 
+def _batch(seed=0, n_l=4, n_u=12):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n_l, 1, 8, 8, generator=g), torch.randint(0, 10, (n_l,), generator=g),
+            torch.rand(n_u, 1, 8, 8, generator=g), torch.randint(0, 10, (n_u,), generator=g))
+
+
+def _confident_model(seed=0):
+    """A SmallCNN with large random weights: confident enough that tau = 0.5 keeps some rows."""
+    g = torch.Generator().manual_seed(seed)
+    model = models.SmallCNN(width=4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.4 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def _identity(x):
+    return x
+
+
+def _flip(x):
+    return x.flip(-1)
+
+
 def test_fixmatch_step_weak_pass_builds_no_graph_and_uses_tau():
     torch.manual_seed(0)
     model = models.SmallCNN(width=4)
-    x_l, y_l, x_u = torch.rand(4, 1, 8, 8), torch.randint(0, 10, (4,)), torch.rand(12, 1, 8, 8)
+    batch = _batch()
     calls = []
     model.register_forward_hook(lambda m, inp, out: calls.append(torch.is_grad_enabled()))
-    step = fixmatch.fixmatch_step(model, x_l, y_l, x_u, tau=0.5)
+    loss, logs = fixmatch.fixmatch_step(model, batch, tau=0.5)
     assert calls == [True, False, True]  # labelled, weak (no graph), strong
-    assert step.loss.requires_grad and step.pseudo.shape == (12,) and step.mask.dtype == torch.bool
+    assert loss.requires_grad and set(logs) == {"mask_rate", "pseudo_acc"}
     # tau = 1 keeps nothing from a fresh model, and lambda_u = 0 drops the unlabelled term:
     # both leave the supervised loss alone
     g = torch.Generator().manual_seed(3)
-    only_sup = fixmatch.supervised_step(model, x_l, y_l, weak=lambda x: x).loss
+    only_sup = fixmatch.supervised_step(model, batch, weak=_identity)
     for kwargs in ({"tau": 1.0}, {"tau": 0.5, "lambda_u": 0.0}):
-        out = fixmatch.fixmatch_step(model, x_l, y_l, x_u, weak=lambda x: x, strong=lambda x: x + 0.1 * torch.rand(x.shape, generator=g), **kwargs)
-        assert torch.allclose(out.loss, only_sup)
+        out, _ = fixmatch.fixmatch_step(model, batch, weak=_identity, strong=lambda x: x + 0.1 * torch.rand(x.shape, generator=g), **kwargs)
+        assert torch.allclose(out, only_sup)
+
+
+def test_fixmatch_step_logs_mask_rate_and_pseudo_label_accuracy():
+    model, batch = _confident_model(), _batch(n_u=64)
+    x_l, y_l, x_u, _ = batch
+    with torch.no_grad():
+        pseudo, mask = fixmatch.confident_pseudo_labels(model(x_u), 0.5)
+    assert 0 < mask.sum() < len(mask)  # the test input has both kinds of rows
+    y_u = torch.where(torch.arange(64) % 2 == 0, pseudo, (pseudo + 1) % 10)  # every other one right
+    _, logs = fixmatch.fixmatch_step(model, (x_l, y_l, x_u, y_u), tau=0.5, weak=_identity, strong=_flip)
+    assert logs["mask_rate"].item() == pytest.approx(mask.float().mean().item())
+    assert logs["pseudo_acc"].item() == pytest.approx((pseudo == y_u)[mask].float().mean().item())
+    _, none_used = fixmatch.fixmatch_step(model, batch, tau=1.0, weak=_identity, strong=_flip)
+    assert none_used["mask_rate"].item() == 0 and math.isnan(none_used["pseudo_acc"].item())
+    _, unmeasured = fixmatch.fixmatch_step(model, batch[:3], tau=0.5, weak=_identity, strong=_flip)
+    assert math.isnan(unmeasured["pseudo_acc"].item())
+
+
+def test_loss_and_gradients_do_not_depend_on_the_unlabelled_true_labels():
+    """y_u is in the batch only to measure the pseudo-labels: any y_u (or none) gives the same
+    loss and the same gradient on every weight, while pseudo_acc does change with it."""
+    x_l, y_l, x_u, y_u = _batch(n_u=64)
+    results = []
+    for labels in (y_u, (y_u + 3) % 10, torch.zeros_like(y_u), None):
+        model = _confident_model()
+        batch = (x_l, y_l, x_u, labels) if labels is not None else (x_l, y_l, x_u)
+        loss, logs = fixmatch.fixmatch_step(model, batch, tau=0.5, weak=_identity, strong=_flip)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()], logs["pseudo_acc"].item()))
+    first_loss, first_grads, _ = results[0]
+    assert first_loss > 0 and any(g.abs().sum() > 0 for g in first_grads)
+    for loss, grads, _ in results[1:]:
+        assert torch.equal(loss, first_loss)
+        assert all(torch.equal(a, b) for a, b in zip(grads, first_grads, strict=True))
+    assert results[0][2] != results[1][2]  # ...but the measurement did read them
+
+
+def test_soft_unsupervised_loss():
+    strong, weak = _logits()
+    tau, T = 0.8, 0.5
+    probs = F.softmax(weak, 1)
+    targets = F.softmax(weak / T, 1)
+    keep = probs.max(1).values >= tau
+    expected = sum(-(targets[i] * F.log_softmax(strong[i], 0)).sum() for i in range(len(weak)) if keep[i]) / len(weak)
+    assert 0 < keep.sum() < len(weak)
+    assert torch.allclose(fixmatch.soft_unsupervised_loss(strong, weak, tau, T), expected)
+    # as T -> 0 the soft target is the one-hot top class: FixMatch's own loss
+    assert torch.allclose(fixmatch.soft_unsupervised_loss(strong, weak, tau, 1e-4),
+                          fixmatch.unsupervised_loss(strong, weak, tau), atol=1e-5)
+    strong.requires_grad_()
+    weak.requires_grad_()
+    fixmatch.soft_unsupervised_loss(strong, weak, tau, T).backward()
+    assert weak.grad is None and strong.grad.abs().sum() > 0
+    for bad in (0, -1.0, True, "0.5"):
+        with pytest.raises(ValueError, match="temperature"):
+            fixmatch.soft_unsupervised_loss(strong, weak, tau, bad)
 
 
 def test_mask_rate_curve_and_pick_tau():
@@ -94,55 +175,90 @@ def test_cosine_schedule_is_the_papers():
     assert fixmatch.cosine_lr(100, 100) == pytest.approx(math.cos(7 * math.pi / 16))
     values = [fixmatch.cosine_lr(k, 100) for k in range(101)]
     assert all(a > b for a, b in zip(values, values[1:], strict=False))
+    with pytest.raises(ValueError, match="total"):
+        fixmatch.cosine_lr(0, 0)
 
 
-def test_train_logs_and_never_hands_true_labels_to_the_step():
+def _pools(per_class=2):
     splits = datasets.digits()
-    labelled, unlabelled = datasets.labelled_split(splits.train, per_class=2, seed=0)
+    labelled, unlabelled = datasets.labelled_split(splits.train, per_class=per_class, seed=0)
+    return splits, labelled, unlabelled
+
+
+def test_batches_shapes_seeding_and_sources():
+    _, labelled, unlabelled = _pools()
+    stream = fixmatch.batches(labelled, unlabelled, batch_size=4, mu=3, seed=1)
+    x_l, y_l, x_u, y_u = next(stream)
+    assert x_l.shape == (4, 1, 8, 8) and y_l.shape == (4,) and x_u.shape == (12, 1, 8, 8) and y_u.shape == (12,)
+    # every labelled pair comes from the labelled set, every unlabelled pair from the pool
+    lab = {(x.numpy().tobytes(), int(y)) for x, y in zip(labelled.x, labelled.y, strict=True)}
+    pool = {(x.numpy().tobytes(), int(y)) for x, y in zip(unlabelled.x, unlabelled.y, strict=True)}
+    for _ in range(5):
+        x_l, y_l, x_u, y_u = next(stream)
+        assert {(x.numpy().tobytes(), int(y)) for x, y in zip(x_l, y_l, strict=True)} <= lab
+        assert {(x.numpy().tobytes(), int(y)) for x, y in zip(x_u, y_u, strict=True)} <= pool
+    a = [next(fixmatch.batches(labelled, unlabelled, 4, 3, seed=5)) for _ in range(2)]
+    assert all(torch.equal(s, t) for s, t in zip(a[0], a[1], strict=True))  # same seed, same batches
+    b = next(fixmatch.batches(labelled, unlabelled, 4, 3, seed=6))
+    assert not torch.equal(a[0][2], b[2])
+
+
+def _fit(model, labelled, unlabelled, loader, steps, log_every, step=fixmatch.fixmatch_step, seed=0):
+    return train.fit(model, fixmatch.batches(labelled, unlabelled, batch_size=4, mu=3, seed=seed), steps=steps,
+                     step=step, lr=0.03, optimizer="nesterov", weight_decay=5e-4, schedule=fixmatch.cosine_lr,
+                     log_every=log_every, evaluate_fn=lambda m: fixmatch.evaluate(m, loader), progress=False)
+
+
+def test_trains_with_the_one_loop_and_logs():
+    splits, labelled, unlabelled = _pools()
     loader = datasets.loader(splits.test, batch_size=256)
-    seen = []
-
-    def spy(model, x_l, y_l, x_u):
-        seen.append(x_u.shape)
-        return fixmatch.fixmatch_step(model, x_l, y_l, x_u, tau=0.5)
-
     torch.manual_seed(0)
-    history = fixmatch.train(models.SmallCNN(width=4), labelled, unlabelled, loader, step_fn=spy, steps=6,
-                             batch_size=4, mu=3, eval_every=3, progress=False)
-    assert seen == [torch.Size([12, 1, 8, 8])] * 6  # images only, mu * batch_size of them
+    step = functools.partial(fixmatch.fixmatch_step, tau=0.5)
+    history = _fit(models.SmallCNN(width=4), labelled, unlabelled, loader, steps=6, log_every=3, step=step)
     assert history["step"] == [3, 6]
     for row in history.rows:
-        assert 0 <= row["test_acc"] <= 1 and 0 <= row["mask_rate"] <= 1 and 0.1 <= row["top_class_share"] <= 1
-    baseline = fixmatch.train(models.SmallCNN(width=4), labelled, unlabelled, loader,
-                              step_fn=fixmatch.supervised_step, steps=2, eval_every=1, progress=False)
-    assert math.isnan(baseline.last("mask_rate"))
+        assert 0 <= row["test_acc"] <= 1 and 0.1 <= row["top_class_share"] <= 1
+        assert 0 <= row["train_mask_rate"] <= 1
+    assert history["lr"][-1] == pytest.approx(0.03 * fixmatch.cosine_lr(6, 6))
+    baseline = _fit(models.SmallCNN(width=4), labelled, unlabelled, loader, steps=2, log_every=1,
+                    step=fixmatch.supervised_step)
+    assert "train_mask_rate" not in baseline.rows[0] and 0 <= baseline.last("test_acc") <= 1
 
 
-def test_train_does_not_depend_on_eval_every():
+def test_training_does_not_depend_on_log_every():
     """Evaluating (a DataLoader draws from torch's global RNG) must not change the training."""
-    splits = datasets.digits()
-    labelled, unlabelled = datasets.labelled_split(splits.train, per_class=2, seed=0)
+    splits, labelled, unlabelled = _pools()
     loader = datasets.loader(splits.test, batch_size=256)
     finals = []
     for every in (1, 4):
         torch.manual_seed(0)
         model = models.SmallCNN(width=4)
-        fixmatch.train(model, labelled, unlabelled, loader, steps=4, batch_size=4, mu=2, eval_every=every, progress=False)
+        _fit(model, labelled, unlabelled, loader, steps=4, log_every=every)
         finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.equal(finals[0], finals[1])
 
 
-def test_train_is_repeatable():
-    splits = datasets.digits()
-    labelled, unlabelled = datasets.labelled_split(splits.train, per_class=2, seed=0)
+def test_training_is_repeatable():
+    splits, labelled, unlabelled = _pools()
     loader = datasets.loader(splits.test, batch_size=256)
     runs = []
-    for _ in range(2):
+    for seed in (1, 1, 2):
         torch.manual_seed(0)
         model = models.SmallCNN(width=4)
-        fixmatch.train(model, labelled, unlabelled, loader, steps=3, batch_size=4, mu=2, progress=False, seed=1)
+        _fit(model, labelled, unlabelled, loader, steps=3, log_every=3, seed=seed)
         runs.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
-    assert torch.equal(runs[0], runs[1])
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+def test_evaluate_top_class_share():
+    class Always3(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.one_hot(torch.full((len(x),), 3), 10).float()
+
+    splits, _, _ = _pools()
+    out = fixmatch.evaluate(Always3(), datasets.loader(splits.test, batch_size=100))
+    assert out["top_class_share"] == 1.0
+    assert out["test_acc"] == pytest.approx((splits.test.y == 3).float().mean().item())
 
 
 @pytest.mark.parametrize("tau", [0, 0.0, -0.1, 1.01, 2, True, "0.9", None])
@@ -154,19 +270,20 @@ def test_bad_tau(tau):
 
 @pytest.mark.parametrize("mu", [0, -1, 2.5, True])
 def test_bad_mu(mu):
+    _, labelled, unlabelled = _pools()
     with pytest.raises(ValueError, match="mu"):
-        fixmatch.train(models.SmallCNN(width=4), None, None, None, mu=mu)
+        fixmatch.batches(labelled, unlabelled, batch_size=4, mu=mu)
 
 
-@pytest.mark.parametrize(
-    "kwargs, word",
-    [({"steps": 0}, "steps"), ({"batch_size": 0}, "batch_size"), ({"lr": 0}, "lr"), ({"optimizer": "rmsprop"}, "optimizer")],
-)
-def test_bad_train_arguments(kwargs, word):
-    splits = datasets.digits()
-    labelled, unlabelled = datasets.labelled_split(splits.train, per_class=2, seed=0)
+@pytest.mark.parametrize("kwargs, word", [({"batch_size": 0}, "batch_size"), ({"batch_size": 2.0}, "batch_size"),
+                                          ({"labelled": None}, "labelled"), ({"unlabelled": []}, "unlabelled")])
+def test_bad_batches_arguments(kwargs, word):
+    _, labelled, unlabelled = _pools()
+    args = {"labelled": labelled, "unlabelled": unlabelled, "batch_size": 4, "mu": 2} | kwargs
     with pytest.raises(ValueError, match=word):
-        fixmatch.train(models.SmallCNN(width=4), labelled, unlabelled, None, progress=False, **kwargs)
+        fixmatch.batches(**args)  # eagerly: not at the first next()
+    with pytest.raises(TypeError, match="seed"):
+        fixmatch.batches(labelled, unlabelled, seed=1.5)
 
 
 def test_bad_shapes_and_lambda():
@@ -175,6 +292,8 @@ def test_bad_shapes_and_lambda():
         fixmatch.unsupervised_loss(strong[:, :5], weak, 0.9)
     with pytest.raises(ValueError, match="weak_logits"):
         fixmatch.confident_pseudo_labels(weak[0], 0.9)
-    with pytest.raises(ValueError, match="lambda_u"):
-        fixmatch.fixmatch_step(models.SmallCNN(width=4), torch.rand(2, 1, 8, 8), torch.zeros(2, dtype=torch.long),
-                               torch.rand(4, 1, 8, 8), lambda_u=-1)
+    for bad in (-1, True, None):
+        with pytest.raises(ValueError, match="lambda_u"):
+            fixmatch.fixmatch_step(models.SmallCNN(width=4), _batch(), lambda_u=bad)
+    with pytest.raises(ValueError, match="batch"):
+        fixmatch.fixmatch_step(models.SmallCNN(width=4), _batch()[:2])

@@ -1,4 +1,3 @@
-import math
 
 import pytest
 import torch
@@ -33,11 +32,14 @@ def test_fit_overfits_one_batch():
     config.seed_everything(0)
     x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
     loader = [(x, y)]
-    h = train.fit(models.SmallCNN(), loader, epochs=60, lr=3e-3, progress=False)
+    model = models.SmallCNN()
+    h = train.fit(model, loader, epochs=60, lr=3e-3, progress=False)
     assert len(h) == 60
     assert h["train_loss"][-1] < 0.1 * h["train_loss"][0]
     assert h.last("train_acc") == 1.0
-    assert math.isnan(h.last("val_acc"))
+    assert h["epoch"] == list(range(1, 61)) and h["step"] == list(range(1, 61))
+    assert set(h.rows[0]) == {"epoch", "step", "train_loss", "train_acc", "lr", "seconds"}  # no val: no val_ columns
+    assert not model.training  # fit leaves the model in eval mode
 
 
 def test_fit_learns_digits_and_history_api():
@@ -92,27 +94,116 @@ def test_grad_clip_bounds_update():
     assert step <= 0.01 + 1e-6
 
 
-def test_fit_with_bf16_autocast_and_custom_loss():
+def test_fit_with_bf16_autocast_and_custom_step():
     config.seed_everything(0)
     x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
-    h = train.fit(models.SmallCNN(), [(x, y)], epochs=30, lr=3e-3, amp="bf16", progress=False)
+    h = train.fit(models.SmallCNN(), [(x, y)], epochs=30, lr=3e-3, precision="bf16", progress=False)
     assert h["train_loss"][-1] < 0.5 * h["train_loss"][0]
     calls = []
 
-    def loss(model, xb, yb):
+    def loss_only(model, batch):
+        xb, yb = batch
         calls.append(len(xb))
         return nn.functional.cross_entropy(model(xb), yb)
 
-    h = train.fit(models.SmallCNN(), [(x, y)], epochs=2, compute_loss=loss, progress=False)
-    assert calls == [32, 32] and math.isnan(h.last("train_acc"))
+    h = train.fit(models.SmallCNN(), [(x, y)], epochs=2, step=loss_only, progress=False)
+    assert calls == [32, 32]
+    with pytest.raises(KeyError, match="no metric 'train_acc'"):  # a step that logs nothing adds no train_ columns
+        _ = h["train_acc"]
+
+
+def test_fit_logs_what_a_custom_step_returns():
+    """step -> (loss, logs): each log is averaged over the row's steps and named train_<name>."""
+    x, y = torch.randn(8, 4), torch.randn(8, 1)
+    seen = []
+
+    def regress(model, batch):
+        xb, yb = batch
+        seen.append(1)
+        out = model(xb)
+        return nn.functional.mse_loss(out, yb), {"mae": (out - yb).abs().mean(), "k": float(len(seen))}
+
+    h = train.fit(nn.Linear(4, 1), [(x, y)] * 3, epochs=2, step=regress, lr=1e-2, progress=False)
+    assert len(h) == 2 and h["step"] == [3, 6] and h["epoch"] == [1, 2]
+    assert h["train_k"] == [2.0, 5.0]  # the mean of 1, 2, 3 and of 4, 5, 6
+    assert all(isinstance(v, float) and v > 0 for v in h["train_mae"])
+    assert "train_acc" not in h.rows[0]  # no accuracy unless the step logs one
+
+
+def test_fit_for_steps_with_an_endless_generator_and_a_schedule():
+    def batches():
+        g = torch.Generator().manual_seed(0)
+        while True:  # endless: only steps= can tell fit when to stop
+            x = torch.randn(16, 3, generator=g)
+            yield x, (x[:, 0] > 0).long()
+
+    calls = []
+
+    def warmup_then_half(k, total):
+        calls.append((k, total))
+        return 0.5 if k >= 5 else (k + 1) / 5
+
+    model = nn.Linear(3, 2)
+    h = train.fit(model, batches(), steps=20, log_every=5, lr=0.1, schedule=warmup_then_half, progress=False)
+    assert h["step"] == [5, 10, 15, 20] and "epoch" not in h.rows[0]
+    assert h["lr"] == [pytest.approx(0.05)] * 4  # the lr after each row's last step: 0.1 x 0.5
+    assert calls[0] == (0, 20) and {total for _, total in calls} == {20}
+    assert h["train_acc"][-1] > 0.8  # it learned the sign of the first feature
+    assert not model.training  # fit leaves the model in eval mode
+    h = train.fit(nn.Linear(3, 2), batches(), steps=7, progress=False)  # default: a row every steps // 10, at least 1
+    assert h["step"] == list(range(1, 8))
+    few = iter([(torch.zeros(1, 3), torch.zeros(1, dtype=torch.long))] * 2)
+    with pytest.raises(ValueError, match="ran out of batches after 2 of 5"):
+        train.fit(nn.Linear(3, 2), few, steps=5, progress=False)
+
+
+def test_fit_stops_on_a_nan_loss_naming_the_step():
+    calls = []
+
+    def goes_nan(model, batch):
+        calls.append(1)
+        loss = model(batch[0]).pow(2).mean()
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    x = torch.randn(4, 2)
+    with pytest.raises(FloatingPointError, match="at step 3 of 10"):
+        train.fit(nn.Linear(2, 1), [(x, x)] * 5, epochs=2, step=goes_nan, progress=False)
+    assert len(calls) == 3  # no step after the NaN
+
+
+def test_fit_rows_carry_evaluate_fn_keys_or_val_metrics():
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    seen = []
+
+    def probe(model):
+        seen.append(model.weight.detach().clone())
+        return {"probe_norm": model.weight.norm().item(), "probe_const": 7}
+
+    model = nn.Linear(4, 2)
+    h = train.fit(model, [(x, y)] * 2, epochs=3, evaluate_fn=probe, progress=False)
+    assert h["probe_const"] == [7, 7, 7]
+    assert h["probe_norm"] == [pytest.approx(w.norm().item()) for w in seen]
+    assert torch.equal(seen[-1], model.weight.detach())  # evaluated after the row's last step
+    assert "val_acc" not in h.rows[0] and "val_loss" not in h.rows[0]
+    h = train.fit(nn.Linear(4, 2), [(x, y)], val=[(x, y)], epochs=2, progress=False)
+    assert {"val_loss", "val_acc"} <= set(h.rows[0]) and 0 <= h.last("val_acc") <= 1
 
 
 def test_fit_rejects_bad_arguments():
     m, loader = nn.Linear(2, 2), [(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))]
-    for kwargs, word in [({"epochs": 0}, "epochs"), ({"lr": 0}, "lr"), ({"schedule": "step"}, "schedule"),
-                         ({"grad_clip": -1}, "grad_clip"), ({"optimizer": "lion"}, "optimizer"), ({"amp": "int8"}, "amp")]:
+    for kwargs, word in [({"epochs": 0}, "epochs"), ({"steps": 0}, "steps"), ({"epochs": 1, "lr": 0}, "lr"),
+                         ({"epochs": 1, "schedule": "step"}, "schedule"), ({"epochs": 1, "grad_clip": -1}, "grad_clip"),
+                         ({"epochs": 1, "optimizer": "lion"}, "optimizer"), ({"epochs": 1, "precision": "int8"}, "precision"),
+                         ({"epochs": 1, "log_every": 0}, "log_every")]:
         with pytest.raises(ValueError, match=word):
             train.fit(m, loader, progress=False, **kwargs)
+    for kwargs in ({}, {"epochs": 1, "steps": 1}):  # exactly one of the two
+        with pytest.raises(ValueError, match="exactly one of epochs or steps"):
+            train.fit(m, loader, progress=False, **kwargs)
+    with pytest.raises(ValueError, match="use steps="):  # an iterator has no length to make epochs of
+        train.fit(m, iter(loader), epochs=1, progress=False)
+    with pytest.raises(TypeError, match="step must be a function"):
+        train.fit(m, loader, epochs=1, step="classify", progress=False)
 
 
 def test_batch_norm_matches_torch_training_mode():
@@ -140,6 +231,38 @@ def test_residual_block_adds_skip_and_deepnet_variants():
         models.DeepNet(act="swish")
     with pytest.raises(ValueError, match="depth"):
         models.DeepNet(depth=0)
+
+
+def test_residual_block_function_is_the_module_in_training_mode():
+    block = models.ResidualBlock(4)
+    with torch.no_grad():
+        block.norm.weight.uniform_(0.5, 2), block.norm.bias.uniform_(-1, 1)
+    x = torch.randn(3, 4, 5, 5)
+    got = models.residual_block(x, block.conv.weight, block.norm.weight, block.norm.bias)
+    assert torch.allclose(got, block(x), atol=1e-5)
+    with pytest.raises(ValueError, match="conv_weight"):
+        models.residual_block(x, torch.zeros(4, 4, 1, 1), block.norm.weight, block.norm.bias)
+    with pytest.raises(ValueError, match="bn_bias"):
+        models.residual_block(x, block.conv.weight, block.norm.weight, torch.zeros(3))
+
+
+def test_deepnet_builds_its_blocks_from_a_given_block():
+    torch.manual_seed(0)
+    net = models.DeepNet(depth=3, width=8, block=models.PreActBlock)
+    assert len(net.blocks) == 3 and all(isinstance(b, models.PreActBlock) for b in net.blocks)
+    assert net(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    torch.manual_seed(0)
+    same = models.DeepNet(depth=3, width=8, block=lambda w: models.ResidualBlock(w, norm=True, residual=True))
+    torch.manual_seed(0)
+    flags = models.DeepNet(depth=3, width=8, norm=True, residual=True)
+    x = torch.randn(4, 1, 8, 8)
+    assert torch.equal(same(x), flags(x))  # the same blocks, drawn in the same order
+    with pytest.raises(ValueError, match="either block or norm"):
+        models.DeepNet(block=models.PreActBlock, norm=True)
+    with pytest.raises(TypeError, match="block must be a function"):
+        models.DeepNet(block="preact")
+    with pytest.raises(TypeError, match="must return an nn.Module"):
+        models.DeepNet(depth=2, width=4, block=lambda w: None)
 
 
 def test_preact_block_keeps_the_identity_path():
@@ -177,6 +300,30 @@ def test_fit_fp16_uses_a_grad_scaler_on_cpu_too(monkeypatch):
     monkeypatch.setattr(train.compat, "grad_scaler", spy)
     config.seed_everything(0)
     x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
-    h = train.fit(models.SmallCNN(), [(x, y)], epochs=30, lr=3e-3, amp="fp16", progress=False)
+    h = train.fit(models.SmallCNN(), [(x, y)], epochs=30, lr=3e-3, precision="fp16", progress=False)
     assert made == [("cpu", True)]
     assert h["train_loss"][-1] < 0.5 * h["train_loss"][0]
+
+
+def test_fit_runs_a_caller_supplied_update():
+    """A lab that teaches the optimizer step itself plugs it in whole; fit still logs and evaluates."""
+    calls = []
+
+    def my_update(model, batch, opt, scaler):
+        x, y = batch
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        calls.append(scaler.is_enabled())
+        return loss.detach(), {"seen": float(len(y))}
+
+    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    h = train.fit(torch.nn.Linear(4, 3), loader, loader, epochs=2, update=my_update, precision="fp16",
+                  loss_scaling=False, progress=False)
+    assert len(calls) == 8 and not any(calls)  # loss_scaling=False turned the fp16 scaler off
+    assert h["train_seen"] == [16.0, 16.0] and len(h["val_acc"]) == 2
+    with pytest.raises(TypeError, match="update"):
+        train.fit(torch.nn.Linear(4, 3), loader, epochs=1, update=3, progress=False)

@@ -1,5 +1,4 @@
 import logging
-import statistics
 import warnings
 
 import onnx
@@ -8,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from lablib.core import bench, compat
+from lablib.core import compat
 from lablib.data import datasets
 from lablib.deploy import onnx_export
 from lablib.nets import models
@@ -126,13 +125,22 @@ def test_session_options_reference():
     assert set(onnx_export.LEVELS) >= {"disabled", "basic", "extended", "all"}
 
 
-def _timing(ms):
-    return bench.Timing(statistics.median(ms), min(ms), max(ms), len(ms), list(ms))
-
-
-def test_latency_change():
-    assert onnx_export.latency_change(_timing([2.0, 2.0]), _timing([0.7, 0.7])) == pytest.approx(-65.0)
-    assert onnx_export.latency_change(_timing([1.0, 3.0, 1.0]), _timing([2.0])) == pytest.approx(100.0)
+def test_export_and_run_matches_eager_and_keeps_the_file(tmp_path, capsys):
+    torch.manual_seed(1)
+    model = TwoLayer().eval()
+    x = torch.rand(5, 1, 8, 8)
+    out = onnx_export.export_and_run(model, x)  # a temporary file
+    assert capsys.readouterr().out == "", "the exporter's progress lines are collected, not printed"
+    assert isinstance(out, torch.Tensor) and out.shape == (5, 10)
+    assert torch.allclose(out, model(x).detach(), atol=1e-5)
+    path = tmp_path / "kept.onnx"
+    out = onnx_export.export_and_run(model, x[:1], path, dynamo=False, opset=13)
+    assert path.is_file() and onnx_export.inspect(path)["opset"] == 13
+    assert torch.allclose(out, model(x[:1]).detach(), atol=1e-5)
+    other = TwoLayer().eval()  # different weights: the output must differ, so the check can fail
+    assert not torch.allclose(onnx_export.export_and_run(other, x), model(x).detach(), atol=1e-3)
+    with pytest.raises(TypeError, match="x"):
+        onnx_export.export_and_run(model, [[0.0]])
 
 
 def test_quiet_collects_exporter_output_and_restores_logging(tmp_path, capsys):

@@ -80,6 +80,37 @@ def test_l1_mask_matches_torch_and_hand_example():
         assert torch.equal(pruning.l1_mask(w.t(), amount), layer.weight_mask.t())  # any layout
 
 
+def test_global_l1_masks_hand_example():
+    a = torch.tensor([[0.1, -5.0], [3.0, -0.2]])
+    b = torch.tensor([[-0.05, 4.0]])
+    masks = pruning.global_l1_masks([a, b], 0.5)  # 3 of 6 go: |-0.05|, |0.1|, |-0.2|
+    assert torch.equal(masks[0], torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+    assert torch.equal(masks[1], torch.tensor([[0.0, 1.0]]))
+    assert [m.sum().item() for m in pruning.global_l1_masks([a, b], 0.0)] == [4.0, 2.0]
+    assert [m.sum().item() for m in pruning.global_l1_masks([a, b], 1.0)] == [0.0, 0.0]
+
+
+def test_global_l1_masks_match_torch_global_unstructured_and_l1_mask():
+    g = torch.Generator().manual_seed(1)
+    for amount in (0.1, 0.5, 0.93):
+        model = _mlp(hidden=(24, 12), seed=3)
+        weights = [m.weight.detach().clone() for m, _ in pruning.prunable(model)]
+        masks = pruning.global_l1_masks(weights, amount)
+        pruning.global_magnitude_prune(model, amount)
+        for (m, _), mask, w in zip(pruning.prunable(model), masks, weights, strict=True):
+            assert mask.shape == w.shape and mask.dtype == w.dtype
+            assert torch.equal(mask, m.weight_mask)
+        w = torch.randn(9, 5, generator=g)
+        assert torch.equal(pruning.global_l1_masks([w], amount)[0], pruning.l1_mask(w, amount))  # one tensor
+
+
+def test_global_l1_masks_ranks_across_tensors_not_within():
+    small, large = torch.full((10,), 0.01), torch.full((10,), 1.0)
+    small[0], large[0] = 0.02, 2.0
+    masks = pruning.global_l1_masks([small, large], 0.5)
+    assert masks[0].sum() == 0 and masks[1].sum() == 10  # all of the small tensor goes, none of the large
+
+
 def test_nm_mask_hand_example_and_pattern():
     w = torch.tensor([[0.1, -3.0, 0.5, 2.0, -1.0, 0.2, 0.3, -0.4]])
     assert torch.equal(pruning.nm_mask(w), torch.tensor([[0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0]]))
@@ -214,6 +245,14 @@ def test_bad_input_is_refused_with_the_argument_named():
             pruning.global_magnitude_prune(model, amount)
     with pytest.raises(ValueError, match="amount"):
         pruning.l1_mask(torch.ones(3), 2.0)
+    with pytest.raises(ValueError, match="amount"):
+        pruning.global_l1_masks([torch.ones(3)], -0.5)
+    with pytest.raises(TypeError, match="weights"):
+        pruning.global_l1_masks(torch.ones(3), 0.5)
+    with pytest.raises(TypeError, match=r"weights\[1\]"):
+        pruning.global_l1_masks([torch.ones(3), [1.0]], 0.5)
+    with pytest.raises(ValueError, match="weights"):
+        pruning.global_l1_masks([], 0.5)
     with pytest.raises(ValueError, match="multiple of m"):
         pruning.nm_mask(torch.ones(3, 6))
     with pytest.raises(ValueError, match="n and m"):

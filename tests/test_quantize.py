@@ -135,6 +135,73 @@ def test_fake_quantize_straight_through_and_qat_freeze():
         quantize.qat("not a model")
 
 
+def test_tensor_scale_per_channel_and_its_validation():
+    w = torch.tensor([[1.0, -0.25], [0.005, 0.02]])
+    scale = quantize.symmetric_scale(w, 8, per_channel=True)
+    assert scale.shape == (2, 1)
+    assert torch.allclose(scale.squeeze(1), torch.tensor([1 / 127, 0.02 / 127]))
+    assert quantize.quantize_tensor(w, scale).tolist() == [[127, -32], [32, 127]]  # each row uses its own grid
+    assert quantize.symmetric_scale(torch.zeros(3, 4), per_channel=True).min() > 0  # the floor
+    with pytest.raises(ValueError, match="per_channel"):
+        quantize.symmetric_scale(torch.tensor(1.0), per_channel=True)
+    for bad in (0.0, -1.0, float("nan"), torch.tensor([0.1, 0.0]), torch.tensor([])):
+        with pytest.raises(ValueError, match="scale"):
+            quantize.quantize_tensor(w, bad)
+    with pytest.raises(TypeError, match="scale"):
+        quantize.quantize_tensor(w, "0.1")
+    with pytest.raises(ValueError, match="bits"):
+        quantize.symmetric_scale(w, bits=True)
+
+
+def test_per_channel_fake_quantize_beats_per_tensor_on_uneven_channels():
+    w = torch.cat([torch.randn(1, 32) * 10, torch.randn(7, 32) * 0.1]).requires_grad_()
+    per_tensor = quantize.fake_quantize(w, 4)
+    per_channel = quantize.fake_quantize(w, 4, per_channel=True)
+    err_t, err_c = (per_tensor - w).abs()[1:].mean(), (per_channel - w).abs()[1:].mean()
+    assert err_c < err_t / 5  # the small channels get a fine grid of their own
+    for row in per_channel.detach():
+        assert len(torch.unique(row)) <= 15
+    per_channel.sum().backward()
+    assert torch.equal(w.grad, torch.ones_like(w))  # straight through
+
+
+def test_affine_params_use_the_whole_grid_and_keep_zero_exact():
+    relu = torch.tensor([0.0, 0.5, 1.0, 2.55])
+    scale, zero_point = quantize.affine_params(relu, 8)
+    assert scale == pytest.approx(2.55 / 255) and zero_point == -128
+    q = quantize.quantize_tensor(relu, scale, zero_point)
+    assert q.min().item() == -128 and q.max().item() == 127  # every level available is used
+    assert quantize.dequantize(q[:1], scale, zero_point).item() == 0.0  # zero exactly representable
+    scale, zero_point = quantize.affine_params(torch.tensor([-1.0, 3.0]), 8)
+    assert scale == pytest.approx(4 / 255) and zero_point == round(-128 + 255 / 4)
+    assert isinstance(scale, float) and isinstance(zero_point, int)
+    scale, zero_point = quantize.affine_params(torch.tensor([-2.0, -1.0]), 4)  # 0 joins the range
+    assert scale == pytest.approx(2 / 15) and zero_point == 7
+    assert quantize.affine_params(torch.zeros(3))[0] > 0
+    with pytest.raises(ValueError, match="empty"):
+        quantize.affine_params(torch.tensor([]))
+    with pytest.raises(ValueError, match="bits"):
+        quantize.affine_params(torch.ones(2), 1)
+
+
+def test_qat_runs_the_fake_quantizer_it_is_given():
+    calls = []
+
+    def halve(w, bits):
+        calls.append(bits)
+        return w / 2
+
+    model = quantize.qat(nn.Sequential(nn.Linear(4, 3)), bits=3, fake=halve)
+    raw = model[0].parametrizations.weight.original.detach().clone()
+    assert torch.allclose(model[0].weight, raw / 2) and calls and set(calls) == {3}
+    quantize.freeze(model)
+    assert torch.allclose(model[0].weight, raw / 2)
+    with pytest.raises(TypeError, match="fake"):
+        quantize.qat(nn.Linear(2, 2), fake="round")
+    with pytest.raises(ValueError, match="bits"):
+        quantize.qat(nn.Linear(2, 2), bits=1)
+
+
 @pytest.mark.parametrize("int8_kernel", [True, False], ids=["int8-weights", "uint8-fallback"])
 def test_dynamic_cnn_runs_on_this_ort_and_falls_back_to_uint8(tmp_path, monkeypatch, int8_kernel):
     """Conv layers become ConvInteger; older ORT (1.23) has no int8-weight kernel for it, so

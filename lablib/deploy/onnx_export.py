@@ -7,6 +7,8 @@
   ort_predict(sess, x)   one batch through the session, back as a torch tensor
   parity(model, ...)     the largest |eager - ONNX Runtime| difference, per batch size
   ort_accuracy(...)      accuracy of the session over a DataLoader
+  export_and_run(...)    export, then run one batch in ONNX Runtime: the reference a lab's own
+                         export step is checked against
   quiet()                collects the exporter's progress lines and warnings instead of printing
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import tempfile
 import time
 import warnings
 from collections import Counter
@@ -124,8 +127,6 @@ def onnx_export(
     finally:
         model.train(was_training)
     return path
-
-
 
 
 def inspect(path) -> dict:
@@ -303,10 +304,19 @@ def ort_accuracy(sess: ort.InferenceSession, loader) -> tuple[float, torch.Tenso
     return (predicted == torch.cat(labels)).float().mean().item(), predicted
 
 
-def latency_change(before, after) -> float:
-    """The article's way of stating a speed-up: the change of the median latency in percent,
-    negative when `after` is faster (-65 % means after takes 0.35x the time of before)."""
-    return 100.0 * (after.median_ms / before.median_ms - 1.0)
+def export_and_run(model: nn.Module, x: torch.Tensor, path=None, **options) -> torch.Tensor:
+    """Export `model` with onnx_export() (example batch `x`, dynamic batch; `options` go to it),
+    then run `x` through an ONNX Runtime session of the file and return the output. The
+    exporter's messages are collected (quiet), not printed. `path`: where the file goes (None: a
+    temporary folder, deleted afterwards)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if path is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            return export_and_run(model, x, Path(tmp) / "model.onnx", **options)
+    with quiet():
+        onnx_export(model, x, path, **options)
+    return ort_predict(session(path), x)
 
 
 @dataclass

@@ -4,7 +4,9 @@ Part A, a small class-conditional model trained in the lab (DDPM, Ho et al. 2020
 DDIM, Song et al. 2021):
   add_noise     the forward process q(x_t | x_0): blend an image with Gaussian noise
   ddpm_loss     the training objective: predict the noise that was added
-  train_unet    the training loop (progress bar, loss per step)
+  batches       endless seeded training batches (x0 in [-1, 1], labels with "no class" dropout)
+  warmup_cosine the learning-rate schedule (a `schedule=` for train.fit)
+  train_unet    ddpm_loss through the one training loop, train.fit
   sample        the reverse process with diffusers' DDIMScheduler, class by class
   ddim_step     one DDIM update written out by hand (tested equal to DDIMScheduler.step)
   quality checks: nearest-neighbour distances (memorisation) and per-class diversity
@@ -26,6 +28,7 @@ from tqdm.auto import tqdm
 
 from lablib.core import cache
 from lablib.core.validate import positive_int
+from lablib.nets import train
 
 # ---------------------------------------------------------------------------------------------
 # Part A: a class-conditional DDPM on small grey images
@@ -121,46 +124,63 @@ def ddpm_loss(model: UNet2DModel, x0: torch.Tensor, labels: torch.Tensor, schedu
     return F.mse_loss(noise_pred, noise)
 
 
-def train_unet(model: UNet2DModel, images: torch.Tensor, labels: torch.Tensor, scheduler: DDPMScheduler, *,
-               steps: int, batch_size: int = 64, lr: float = 2e-3, p_uncond: float = 0.1, seed: int = 0,
-               device=None, progress: bool = True, desc: str = "diffusion") -> list[float]:
-    """Train `model` with ddpm_loss for `steps` optimizer steps on images in [0, 1]; returns the
-    loss of every step. AdamW with a short warm-up then cosine decay of the learning rate.
-
-    p_uncond: the share of images whose label is replaced by "no class", so the same network
-    also learns the unconditional model that classifier-free guidance needs."""
-    positive_int("steps", steps)
+def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64, p_uncond: float = 0.1, seed: int = 0,
+            *, num_classes: int | None = None):
+    """An endless generator of DDPM training batches (x0, y) for `train.fit(..., steps=N)`: images
+    in [0, 1] drawn at random (with replacement) and mapped to [-1, 1], and their labels, a share
+    `p_uncond` of them replaced by "no class" (id `num_classes`), so the same network also learns
+    the unconditional model that classifier-free guidance needs. Seeded: the same seed gives the
+    same batches. num_classes defaults to the largest label + 1 (pass it when a class may be
+    missing from `labels`, e.g. make_unet's num_classes)."""
     positive_int("batch_size", batch_size)
     if images.ndim != 4 or labels.shape != images.shape[:1]:
         raise ValueError(f"images must be (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}")
-    if not 0 <= p_uncond < 1:
+    if len(images) == 0:
+        raise ValueError("images must hold at least one image")
+    if isinstance(p_uncond, bool) or not isinstance(p_uncond, (int, float)) or not 0 <= p_uncond < 1:
         raise ValueError(f"p_uncond must be in [0, 1), got {p_uncond!r}")
-    null = num_classes(model)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    null = int(labels.max()) + 1 if num_classes is None else positive_int("num_classes", num_classes)
     _check_labels(labels, null)
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    model.to(device).train()
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * i / steps)))
-    x_all = to_model_range(images)
-    losses = []
-    bar = tqdm(range(steps), desc=desc, disable=not progress)
-    for _ in bar:
-        idx = torch.randint(0, len(x_all), (batch_size,), generator=gen)
-        y = torch.where(torch.rand(batch_size, generator=gen) < p_uncond, null, labels[idx])
-        loss = ddpm_loss(model, x_all[idx].to(device), y.to(device), scheduler, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if len(losses) % 10 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-10:]) / 10:.3f}")
-    model.eval()
-    return losses
+    x_all, labels = to_model_range(images), labels.long()
+
+    def endless():
+        gen = torch.Generator().manual_seed(seed)
+        while True:
+            idx = torch.randint(0, len(x_all), (batch_size,), generator=gen)
+            y = torch.where(torch.rand(batch_size, generator=gen) < p_uncond, null, labels[idx])
+            yield x_all[idx], y
+
+    return endless()
+
+
+def warmup_cosine(k: int, total: int) -> float:
+    """The learning-rate factor at step k of `total` (a `schedule=` for train.fit): a linear
+    warm-up over the first 5 % of the steps, then cosine decay towards 0."""
+    warmup = max(1, total // 20)
+    return min(1.0, (k + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * k / total))
+
+
+def train_unet(model: UNet2DModel, images: torch.Tensor, labels: torch.Tensor, scheduler: DDPMScheduler, *,
+               steps: int, batch_size: int = 64, lr: float = 2e-3, p_uncond: float = 0.1, seed: int = 0,
+               device=None, progress: bool = True, desc: str = "diffusion", log_every: int = 10) -> train.History:
+    """Train `model` with ddpm_loss for `steps` optimizer steps on images in [0, 1], through the
+    one training loop, train.fit: `batches(...)` feeds it, AdamW (weight decay 1e-4) with
+    `warmup_cosine`, gradients clipped to norm 1. Returns fit's History (train_loss is the mean
+    loss of each `log_every` steps). `seed` seeds the batches; seed + 1 the step's t and noise."""
+    positive_int("steps", steps)
+    null = num_classes(model)
+    data = batches(images, labels, batch_size, p_uncond, seed, num_classes=null)
+    gen = torch.Generator().manual_seed(seed + 1)
+
+    def step(m, batch):
+        x0, y = batch
+        return ddpm_loss(m, x0, y, scheduler, gen)
+
+    return train.fit(model, data, steps=steps, step=step, lr=lr, optimizer="adamw", weight_decay=1e-4,
+                     schedule=warmup_cosine, grad_clip=1.0, log_every=min(log_every, steps), device=device,
+                     progress=progress, desc=desc)
 
 
 def sample(model: UNet2DModel, labels, scheduler: DDIMScheduler, *, steps: int = 25, guidance_scale: float = 1.0,

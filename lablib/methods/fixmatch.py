@@ -3,23 +3,35 @@ images. The model labels a weakly augmented view of each unlabelled image itself
 confident (probability >= tau) that label becomes the target for a strongly augmented view.
 
     loss = CE(labelled) + lambda_u * mean_over_unlabelled( [max p_weak >= tau] * CE(p_strong, argmax p_weak) )
+
+FixMatch trains with the one training loop, `lablib.nets.train.fit`; this module gives it the
+pieces that plug in:
+
+    history = train.fit(model, fixmatch.batches(labelled, unlabelled, batch_size=32, mu=7, seed=0),
+                        steps=400, step=fixmatch.fixmatch_step, lr=0.03, optimizer="nesterov",
+                        weight_decay=5e-4, schedule=fixmatch.cosine_lr, log_every=25,
+                        evaluate_fn=lambda m: fixmatch.evaluate(m, test_loader))
+
+* `batches`: an endless, seeded stream of (x_l, y_l, x_u, y_u); y_u, the unlabelled images' true
+  labels, is there only to *measure* the pseudo-labels, and no loss here reads it;
+* `fixmatch_step` (and the baseline's `supervised_step`): step(model, batch) -> (loss, logs),
+  logging the mask rate and the accuracy of the pseudo-labels used;
+* `cosine_lr`: the paper's schedule, f(k, total) -> factor;
+* `evaluate`: test accuracy and the top-class share (near 1 when the model has collapsed).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from lablib.core.validate import positive_int
 from lablib.data import augment
-from lablib.nets.train import History, predict
+from lablib.nets.train import predict
 
 
 def check_tau(tau) -> float:
@@ -44,35 +56,63 @@ def confident_pseudo_labels(weak_logits: torch.Tensor, tau: float) -> tuple[torc
     return labels, confidence >= tau
 
 
+def _same_shape(strong_logits: torch.Tensor, weak_logits: torch.Tensor) -> None:
+    if strong_logits.shape != weak_logits.shape:
+        raise ValueError(f"strong_logits {tuple(strong_logits.shape)} and weak_logits "
+                         f"{tuple(weak_logits.shape)} must have the same shape")
+
+
 def unsupervised_loss(strong_logits: torch.Tensor, weak_logits: torch.Tensor, tau: float) -> torch.Tensor:
     """FixMatch's unlabelled loss: cross-entropy of the strong view against the weak view's
     pseudo-label, kept only where the weak view is confident, averaged over *all* unlabelled
     images (so a batch with few confident images contributes little)."""
-    if strong_logits.shape != weak_logits.shape:
-        raise ValueError(f"strong_logits {tuple(strong_logits.shape)} and weak_logits "
-                         f"{tuple(weak_logits.shape)} must have the same shape")
+    _same_shape(strong_logits, weak_logits)
     pseudo, mask = confident_pseudo_labels(weak_logits, tau)
     per_image = F.cross_entropy(strong_logits, pseudo, reduction="none")
     return (per_image * mask.float()).mean()
 
 
-@dataclass
-class Step:
-    """One training step's loss, and for the unlabelled batch the pseudo-labels and which of
-    them were used (mask), so a loop can log the mask rate and the pseudo-labels' accuracy."""
+def soft_unsupervised_loss(strong_logits: torch.Tensor, weak_logits: torch.Tensor, tau: float,
+                           temperature: float = 0.5) -> torch.Tensor:
+    """A soft-pseudo-label variant (as in UDA, Xie et al. 2020): the target of each confident row
+    is the weak view's whole distribution sharpened at `temperature`, softmax(weak / T), not
+    its top class. The mask is the same as FixMatch's (the unsharpened top probability >= tau),
+    the average runs over all rows, and no gradient reaches weak_logits. As T -> 0 the target
+    becomes the one-hot top class, and the loss becomes `unsupervised_loss`."""
+    _same_shape(strong_logits, weak_logits)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+    _, mask = confident_pseudo_labels(weak_logits, tau)
+    targets = F.softmax(weak_logits.detach() / temperature, dim=1)
+    per_image = -(targets * F.log_softmax(strong_logits, dim=1)).sum(dim=1)
+    return (per_image * mask.float()).mean()
 
-    loss: torch.Tensor
-    pseudo: torch.Tensor | None = None
-    mask: torch.Tensor | None = None
+
+def _unpack(batch):
+    """(x_l, y_l, x_u, y_u) from a batch of 4, or of 3 (no y_u: nothing to measure with)."""
+    if not isinstance(batch, (tuple, list)) or len(batch) not in (3, 4):
+        raise ValueError("batch must be (x_l, y_l, x_u, y_u) or (x_l, y_l, x_u), as fixmatch.batches yields")
+    return (*batch, None) if len(batch) == 3 else tuple(batch)
 
 
-def fixmatch_step(model: nn.Module, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, *,
-                  tau: float = 0.95, lambda_u: float = 1.0, weak=augment.weak, strong=augment.strong) -> Step:
-    """The loss of one FixMatch step on a labelled batch (x_l, y_l) and an unlabelled batch x_u
-    (mu times larger). The caller does backward() and the optimizer step."""
+def pseudo_label_accuracy(pseudo: torch.Tensor, mask: torch.Tensor, y_u: torch.Tensor | None) -> torch.Tensor:
+    """Share of the pseudo-labels used (mask) that equal the true labels y_u: NaN when none is
+    used or y_u is None. Measurement only: never part of a loss."""
+    if y_u is None or not mask.any():
+        return torch.tensor(float("nan"))
+    return (pseudo[mask] == y_u[mask]).float().mean()
+
+
+def fixmatch_step(model: nn.Module, batch, tau: float = 0.95, lambda_u: float = 1.0,
+                  weak=augment.weak, strong=augment.strong) -> tuple[torch.Tensor, dict]:
+    """One FixMatch step for train.fit: batch is (x_l, y_l, x_u, y_u) (y_u may be left out or
+    None). Returns (loss, {"mask_rate", "pseudo_acc"}): the share of unlabelled images whose
+    pseudo-label was used, and how many of those were right (NaN when none was used). y_u is
+    read only for pseudo_acc: the loss never depends on it."""
     tau = check_tau(tau)
-    if not lambda_u >= 0:
-        raise ValueError(f"lambda_u (the unlabelled loss weight) must be >= 0, got {lambda_u!r}")
+    if isinstance(lambda_u, bool) or not isinstance(lambda_u, (int, float)) or not lambda_u >= 0:
+        raise ValueError(f"lambda_u (the unlabelled loss weight) must be a number >= 0, got {lambda_u!r}")
+    x_l, y_l, x_u, y_u = _unpack(batch)
     # 1. supervised: ordinary cross-entropy on weakly augmented labelled images
     supervised = F.cross_entropy(model(weak(x_l)), y_l)
     # 2. pseudo-labels from the weak view. No gradient: they are targets, and a graph for this
@@ -83,12 +123,46 @@ def fixmatch_step(model: nn.Module, x_l: torch.Tensor, y_l: torch.Tensor, x_u: t
     strong_logits = model(strong(x_u))
     loss = supervised + lambda_u * unsupervised_loss(strong_logits, weak_logits, tau)
     pseudo, mask = confident_pseudo_labels(weak_logits, tau)
-    return Step(loss, pseudo, mask)
+    return loss, {"mask_rate": mask.float().mean(), "pseudo_acc": pseudo_label_accuracy(pseudo, mask, y_u)}
 
 
-def supervised_step(model: nn.Module, x_l: torch.Tensor, y_l: torch.Tensor, x_u=None, *, weak=augment.weak) -> Step:
-    """The baseline: cross-entropy on weakly augmented labelled images; x_u is ignored."""
-    return Step(F.cross_entropy(model(weak(x_l)), y_l))
+def supervised_step(model: nn.Module, batch, weak=augment.weak) -> torch.Tensor:
+    """The baseline's step for train.fit: cross-entropy on the weakly augmented labelled images
+    of a `batches` batch; the unlabelled part is ignored."""
+    x_l, y_l, _, _ = _unpack(batch)
+    return F.cross_entropy(model(weak(x_l)), y_l)
+
+
+def batches(labelled, unlabelled, batch_size: int = 32, mu: int = 7, seed: int = 0) -> Iterator[tuple]:
+    """An endless stream of FixMatch batches (x_l, y_l, x_u, y_u): batch_size labelled images and
+    mu * batch_size unlabelled ones, each drawn at random (with replacement) by a generator
+    seeded with `seed`, so a run is repeatable. `labelled` and `unlabelled` have .x and .y (an
+    ImageSet). y_u, the unlabelled images' true labels, is for measuring pseudo-labels only."""
+    batch_size, mu = positive_int("batch_size", batch_size), check_mu(mu)
+    for name, ds in (("labelled", labelled), ("unlabelled", unlabelled)):
+        if not hasattr(ds, "x") or not hasattr(ds, "y") or len(ds.x) == 0:
+            raise ValueError(f"{name} must be a non-empty image set with .x and .y, got {type(ds).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    return _stream(labelled, unlabelled, batch_size, mu, seed)
+
+
+def _stream(labelled, unlabelled, batch_size, mu, seed):
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        i = torch.randint(len(labelled.x), (batch_size,), generator=gen)
+        j = torch.randint(len(unlabelled.x), (mu * batch_size,), generator=gen)
+        yield labelled.x[i], labelled.y[i], unlabelled.x[j], unlabelled.y[j]
+
+
+def evaluate(model: nn.Module, loader) -> dict[str, float]:
+    """For train.fit's evaluate_fn: test_acc, and top_class_share, the share of the loader's
+    images predicted as the most predicted class (near 1 when the model calls everything the
+    same class, as a self-training run that has collapsed does)."""
+    logits, y = predict(model, loader)
+    predicted = logits.argmax(dim=1)
+    return {"test_acc": (predicted == y).float().mean().item(),
+            "top_class_share": torch.bincount(predicted).max().item() / len(y)}
 
 
 def mask_rate_curve(confidence: torch.Tensor, correct: torch.Tensor, taus) -> list[dict]:
@@ -116,82 +190,8 @@ def pick_tau(confidence: torch.Tensor, correct: torch.Tensor, taus, target: floa
 
 
 def cosine_lr(step: int, total: int) -> float:
-    """FixMatch's schedule: the learning rate times cos(7 pi k / 16 K); it ends at ~20 %, not 0."""
+    """FixMatch's schedule as train.fit's schedule=: the factor cos(7 pi k / 16 K) on the
+    learning rate at step k of K; it ends at ~20 %, not 0."""
+    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+        raise ValueError(f"total must be a positive int (the number of steps), got {total!r}")
     return math.cos(7 * math.pi * step / (16 * total))
-
-
-def train(
-    model: nn.Module,
-    labelled,
-    unlabelled,
-    test_loader,
-    *,
-    step_fn: Callable[..., Step] = fixmatch_step,
-    steps: int = 400,
-    batch_size: int = 32,
-    mu: int = 7,
-    lr: float = 0.03,
-    weight_decay: float = 5e-4,
-    optimizer: str = "sgd",
-    eval_every: int = 50,
-    seed: int = 0,
-    progress: bool = True,
-    desc: str = "fixmatch",
-) -> History:
-    """Train `model` for `steps` steps of step_fn(model, x_l, y_l, x_u) -> Step, with the
-    paper's cosine schedule and optimizer ('sgd': Nesterov momentum 0.9; 'adam' for AdamW).
-    Each step draws batch_size labelled and mu * batch_size unlabelled images at random (with
-    replacement).
-
-    The unlabelled images' true labels are never given to step_fn: the loop only uses them to
-    *measure* the pseudo-labels. Every `eval_every` steps it appends to the History: step,
-    test_acc, top_class_share (share of test images predicted as the most predicted class: near
-    1 when the model has collapsed onto one class), mask_rate (share of unlabelled images above
-    tau) and pseudo_acc (accuracy of the pseudo-labels that were used), both averaged over those
-    steps, and the seconds so far.
-    """
-    check_mu(mu)
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every)):
-        positive_int(name, value)
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
-    device = next(model.parameters()).device
-    if optimizer == "sgd":  # the paper's choice
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    elif optimizer == "adam":
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: cosine_lr(k, steps))
-    gen = torch.Generator().manual_seed(seed)
-    history, start = History(), time.perf_counter()
-    used = correct = seen = 0
-    model.train()
-    for k in tqdm(range(1, steps + 1), desc=desc, disable=not progress, leave=False):
-        i = torch.randint(len(labelled), (batch_size,), generator=gen)
-        j = torch.randint(len(unlabelled), (mu * batch_size,), generator=gen)
-        x_u, y_u_true = unlabelled.x[j].to(device), unlabelled.y[j].to(device)
-        out = step_fn(model, labelled.x[i].to(device), labelled.y[i].to(device), x_u)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
-        sched.step()
-        if out.mask is not None:  # measurement only: the true labels never reach the loss
-            used += int(out.mask.sum())
-            correct += int((out.pseudo[out.mask] == y_u_true[out.mask]).sum())
-            seen += len(out.mask)
-        if k % eval_every == 0 or k == steps:
-            with torch.random.fork_rng(devices=[]):  # a DataLoader draws from the global RNG: keep
-                logits, y = predict(model, test_loader)  # training independent of eval_every
-            predicted = logits.argmax(dim=1)
-            history.append(
-                step=k,
-                test_acc=(predicted == y).float().mean().item(),
-                top_class_share=torch.bincount(predicted).max().item() / len(y),
-                mask_rate=used / seen if seen else float("nan"),
-                pseudo_acc=correct / used if used else float("nan"),
-                seconds=time.perf_counter() - start,
-            )
-            used = correct = seen = 0
-            model.train()
-    return history

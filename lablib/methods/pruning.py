@@ -91,6 +91,24 @@ def l1_mask(weight: torch.Tensor, amount: float) -> torch.Tensor:
     return mask.reshape(weight.shape)
 
 
+def global_l1_masks(weights, amount: float) -> list[torch.Tensor]:
+    """The masks global magnitude (L1) pruning puts on several tensors at once: the |w| of all
+    of them are ranked together, the round(amount * total) smallest get 0, the rest 1. One mask
+    per tensor, shaped like it. What prune.global_unstructured(..., L1Unstructured) computes,
+    spelled out; with a single tensor it is l1_mask."""
+    if isinstance(weights, torch.Tensor) or not isinstance(weights, (list, tuple)):
+        raise TypeError(f"weights must be a list of tensors, got {type(weights).__name__}")
+    if not weights:
+        raise ValueError("weights must hold at least one tensor")
+    for i, w in enumerate(weights):
+        if not isinstance(w, torch.Tensor):
+            raise TypeError(f"weights[{i}] must be a tensor, got {type(w).__name__}")
+    amount = _fraction("amount", amount, low_open=False)
+    scores = torch.cat([w.detach().abs().flatten().to(weights[0]) for w in weights])
+    masks = l1_mask(scores, amount).split([w.numel() for w in weights])
+    return [m.reshape(w.shape).to(dtype=w.dtype, device=w.device) for m, w in zip(masks, weights, strict=True)]
+
+
 def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
     """The N:M semi-structured mask (2:4 by default): cut the last dimension into groups of m
     consecutive entries and keep the n with the largest |w| in each group (1), zero the rest (0).

@@ -4,12 +4,16 @@ In the order a quantization workflow uses it:
 
   quantize_tensor / dequantize   the affine map float <-> int8 every recipe is built on
   symmetric_scale(x, bits)       the scale that maps a tensor's largest |value| to the top int
+                                 (one per tensor, or per output channel)
+  affine_params(x, bits)         scale and zero point from the tensor's min/max (asymmetric),
+                                 what MinMax calibration computes for an activation
   dynamic(src, dst)              weights stored as int8; activations quantized on the fly, per call
   ImageReader                    calibration batches for static quantization
   static(src, dst, images, fmt)  weights *and* activations int8, ranges calibrated beforehand;
                                  fmt "qdq" (QuantizeLinear/DequantizeLinear around float ops)
                                  or "qoperator" (ORT's own integer ops: QLinearConv, ...)
   fake_quantize / qat(model)     quantization-aware training with a straight-through estimator
+                                 (qat takes any fake-quantizer, e.g. one written in a lab)
   file_size(path)                bytes on disk
 """
 
@@ -41,13 +45,22 @@ FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
 
 # --- the arithmetic -------------------------------------------------------------------------
 
-def quantize_tensor(x: torch.Tensor, scale: float, zero_point: int = 0, bits: int = 8) -> torch.Tensor:
+def _check_scale(scale) -> None:
+    """A scale is a positive number, or a tensor of positive numbers (one per channel)."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, torch.Tensor)):
+        raise TypeError(f"scale must be a number or a tensor, got {type(scale).__name__}")
+    s = torch.as_tensor(scale)
+    if s.numel() == 0 or not bool((s > 0).all()):  # NaN fails `> 0` too
+        raise ValueError(f"scale must be > 0, got {scale!r}")
+
+
+def quantize_tensor(x: torch.Tensor, scale, zero_point: int = 0, bits: int = 8) -> torch.Tensor:
     """q = clamp(round(x / scale) + zero_point) into the signed range of `bits` bits
-    ([-128, 127] for 8): what ONNX's QuantizeLinear computes (as int, in a float tensor)."""
+    ([-128, 127] for 8): what ONNX's QuantizeLinear computes (as int, in a float tensor).
+    `scale` is a number, or a tensor that broadcasts against x (one scale per channel)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if not scale > 0:
-        raise ValueError(f"scale must be > 0, got {scale!r}")
+    _check_scale(scale)
     lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     return torch.clamp(torch.round(x / scale) + zero_point, lo, hi)
 
@@ -57,14 +70,45 @@ def dequantize(q: torch.Tensor, scale: float, zero_point: int = 0) -> torch.Tens
     return (q - zero_point) * scale
 
 
-def symmetric_scale(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
-    """Symmetric per-tensor scale (zero point 0): the largest |x| maps to 2**(bits-1) - 1
-    (127 for int8). A tiny floor keeps an all-zero tensor from dividing by zero."""
+def _check_bits(bits) -> None:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
+        raise ValueError(f"bits must be an int in [2, 16], got {bits!r}")
+
+
+def symmetric_scale(x: torch.Tensor, bits: int = 8, per_channel: bool = False) -> torch.Tensor:
+    """Symmetric scale (zero point 0): the largest |x| maps to 2**(bits-1) - 1 (127 for int8).
+    A tiny floor keeps an all-zero tensor from dividing by zero.
+
+    per_channel=False: one scale for the whole tensor (a 0-dim tensor). per_channel=True: one
+    scale per slice along dim 0 (a weight's output channels), shaped (C, 1, ...) so that it
+    broadcasts against x."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if not isinstance(bits, int) or not 2 <= bits <= 16:
-        raise ValueError(f"bits must be an int in [2, 16], got {bits!r}")
-    return x.detach().abs().max().clamp_min(1e-12) / (2 ** (bits - 1) - 1)
+    _check_bits(bits)
+    top = 2 ** (bits - 1) - 1
+    if not per_channel:
+        return x.detach().abs().max().clamp_min(1e-12) / top
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(f"per_channel needs a tensor with channels along dim 0, got shape {tuple(x.shape)}")
+    largest = x.detach().abs().reshape(len(x), -1).amax(dim=1).clamp_min(1e-12)
+    return (largest / top).reshape(-1, *([1] * (x.ndim - 1)))
+
+
+def affine_params(x: torch.Tensor, bits: int = 8) -> tuple[float, int]:
+    """Asymmetric (min/max) quantization parameters for `x` on the signed `bits`-bit grid:
+    the range [min(x, 0), max(x, 0)] maps onto [-2**(bits-1), 2**(bits-1) - 1], so 0 is exactly
+    representable; returns (scale, zero_point). What MinMax calibration computes for an
+    activation: a ReLU output (all >= 0) then uses every level instead of half of them."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.numel() == 0:
+        raise ValueError("x is empty: its range is undefined")
+    _check_bits(bits)
+    qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    lo, hi = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
+    scale = max((hi - lo) / (qmax - qmin), 1e-12)
+    zero_point = int(min(max(round(qmin - lo / scale), qmin), qmax))
+    return scale, zero_point
 
 
 # --- ONNX Runtime ---------------------------------------------------------------------------
@@ -140,34 +184,41 @@ def static(src, dst, calibration_images: torch.Tensor, fmt: str = "qdq", per_cha
 
 # --- quantization-aware training ------------------------------------------------------------
 
-def fake_quantize(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
+def fake_quantize(x: torch.Tensor, bits: int = 8, per_channel: bool = False) -> torch.Tensor:
     """Round `x` to the symmetric int grid and back, in float ("fake" quantization), with a
     straight-through estimator: the forward pass sees the rounded values, the backward pass
-    treats rounding as the identity (round() has zero gradient almost everywhere)."""
-    scale = symmetric_scale(x, bits)
-    rounded = dequantize(quantize_tensor(x, scale.item(), 0, bits), scale)
+    treats rounding as the identity (round() has zero gradient almost everywhere).
+    per_channel: one scale per slice along dim 0 (see symmetric_scale)."""
+    scale = symmetric_scale(x, bits, per_channel)
+    rounded = dequantize(quantize_tensor(x, scale, 0, bits), scale)
     return x + (rounded - x).detach()  # value: rounded; gradient: that of x
 
 
 class FakeQuant(nn.Module):
-    """A parametrization: the layer's weight, as the forward pass sees it, is fake-quantized."""
+    """A parametrization: the layer's weight, as the forward pass sees it, is fake-quantized
+    by `fn(weight, bits)` (default: fake_quantize)."""
 
-    def __init__(self, bits: int = 8):
+    def __init__(self, bits: int = 8, fn=None):
         super().__init__()
         self.bits = bits
+        self.fn = fake_quantize if fn is None else fn
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return fake_quantize(weight, self.bits)
+        return self.fn(weight, self.bits)
 
 
-def qat(model: nn.Module, bits: int = 8) -> nn.Module:
+def qat(model: nn.Module, bits: int = 8, fake=None) -> nn.Module:
     """Make every Linear and Conv2d weight fake-quantized (in place) so that training learns
-    weights that survive rounding to `bits` bits. Undo with `freeze(model)`."""
+    weights that survive rounding to `bits` bits. `fake(weight, bits)` is the fake-quantizer
+    (default: fake_quantize; a lab passes its own). Undo with `freeze(model)`."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_bits(bits)
+    if fake is not None and not callable(fake):
+        raise TypeError(f"fake must be a function (weight, bits) -> weight, got {type(fake).__name__}")
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)) and not parametrize.is_parametrized(m, "weight"):
-            parametrize.register_parametrization(m, "weight", FakeQuant(bits))
+            parametrize.register_parametrization(m, "weight", FakeQuant(bits, fake))
     return model
 
 

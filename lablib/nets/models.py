@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lablib.core.validate import positive_int
@@ -70,6 +73,22 @@ def batch_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return (x - mean) / torch.sqrt(var + eps)
 
 
+def residual_block(x: torch.Tensor, conv_weight: torch.Tensor, bn_weight: torch.Tensor, bn_bias: torch.Tensor,
+                   eps: float = 1e-5) -> torch.Tensor:
+    """What a ResidualBlock (norm and residual on, ReLU) computes in training mode, as a function
+    of its input and weights: relu(x + bn_weight * batch_norm(conv3x3(x)) + bn_bias)."""
+    if x.ndim != 4:
+        raise ValueError(f"x must be (N, C, H, W), got shape {tuple(x.shape)}")
+    c = x.shape[1]
+    if tuple(conv_weight.shape) != (c, c, 3, 3):
+        raise ValueError(f"conv_weight must be ({c}, {c}, 3, 3) for {c} channels, got {tuple(conv_weight.shape)}")
+    for name, t in (("bn_weight", bn_weight), ("bn_bias", bn_bias)):
+        if tuple(t.shape) != (c,):
+            raise ValueError(f"{name} must be ({c},) for {c} channels, got {tuple(t.shape)}")
+    out = batch_norm(F.conv2d(x, conv_weight, padding=1), eps)
+    return torch.relu(x + out * bn_weight.view(1, c, 1, 1) + bn_bias.view(1, c, 1, 1))
+
+
 class ResidualBlock(nn.Module):
     """One 3x3 convolution block, ordered as in ResNet (He et al. 2016):
     act(x + norm(conv(x))) with the skip connection, act(norm(conv(x))) without it.
@@ -107,16 +126,32 @@ class PreActBlock(nn.Module):
 
 
 class DeepNet(nn.Module):
-    """A stem convolution, `depth` ResidualBlocks of equal width, global pooling, a linear head.
+    """A stem convolution, `depth` blocks of equal width, global pooling, a linear head.
 
-    norm=False, residual=False is the deep *plain* network, which does not train;
-    the three other combinations are the fixes it compares at equal depth and budget."""
+    By default each block is ResidualBlock(width, norm, residual, act): norm=False,
+    residual=False is the deep *plain* network, which does not train; the three other
+    combinations are the fixes it compares at equal depth and budget. block=f builds each
+    block as f(width) instead (your own block class, or a lambda fixing its options); the
+    flags norm/residual/act then stay at their defaults."""
 
     def __init__(self, depth: int = 20, width: int = 16, norm: bool = False, residual: bool = False,
-                 act: str = "relu", in_channels: int = 1, num_classes: int = 10):
+                 act: str = "relu", in_channels: int = 1, num_classes: int = 10,
+                 block: Callable[[int], nn.Module] | None = None):
         super().__init__()
+        positive_int("depth", depth)
         self.stem = nn.Conv2d(positive_int("in_channels", in_channels), positive_int("width", width), 3, padding=1)
-        self.blocks = nn.Sequential(*[ResidualBlock(width, norm, residual, act) for _ in range(positive_int("depth", depth))])
+        if block is None:
+            blocks = [ResidualBlock(width, norm, residual, act) for _ in range(depth)]
+        else:
+            if not callable(block):
+                raise TypeError(f"block must be a function width -> nn.Module (e.g. a block class), got {type(block).__name__}")
+            if norm or residual or act != "relu":
+                raise ValueError("give either block or norm/residual/act: with block=, set the options inside it "
+                                 "(block=lambda w: MyBlock(w, ...))")
+            blocks = [block(width) for _ in range(depth)]
+            if not all(isinstance(b, nn.Module) for b in blocks):
+                raise TypeError(f"block(width) must return an nn.Module, got {type(blocks[0]).__name__}")
+        self.blocks = nn.Sequential(*blocks)
         self.head = nn.Linear(width, positive_int("num_classes", num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -228,8 +228,10 @@ def fit(
     weight_decay: float = 0.0,
     schedule=None,
     precision="fp32",
+    loss_scaling: bool | None = None,
     grad_clip: float | None = None,
     monitor: GradNormMonitor | None = None,
+    update: Callable | None = None,
     log_every: int | None = None,
     evaluate_fn: Callable[[nn.Module], dict] | None = None,
     device=None,
@@ -243,7 +245,10 @@ def fit(
           between rows and appear as train_<name>.
     optimizer: 'adam' | 'adamw' | 'sgd' | 'nesterov' | a torch.optim.Optimizer.
     schedule: None (constant lr), 'cosine' (decays to 0), or f(step, total) -> lr factor.
-    precision: 'fp32' | 'bf16' | 'fp16' (autocast; fp16 always uses a GradScaler, on any device).
+    precision: 'fp32' | 'bf16' | 'fp16' (autocast; fp16 uses a GradScaler, on any device, unless
+          loss_scaling=False; loss_scaling=True turns it on for any precision).
+    update: the whole optimizer step, update(model, batch, opt, scaler) -> loss or (loss, logs),
+          for a lab that teaches the step itself; by default `optimizer_step` runs `step`.
     log_every: steps per History row (default: one epoch, or steps // 10).
     val / evaluate_fn: each row adds val_loss and val_acc on the loader `val`, or the dict that
           evaluate_fn(model) returns. Evaluation never changes the training run's randomness.
@@ -272,7 +277,10 @@ def fit(
     model.to(device)
     opt = make_optimizer(optimizer, model, lr, weight_decay)
     sched = _schedule(schedule, opt, total)
-    scaler = compat.grad_scaler(device.type, enabled=dtype == torch.float16)  # bf16 has fp32's range
+    if update is not None and not callable(update):
+        raise TypeError(f"update must be a function (model, batch, opt, scaler) -> loss, got {type(update).__name__}")
+    scaling = dtype == torch.float16 if loss_scaling is None else bool(loss_scaling)  # bf16 has fp32's range
+    scaler = compat.grad_scaler(device.type, enabled=scaling)
     if epochs is not None or hasattr(train, "__len__"):  # pass after pass: a DataLoader reshuffles each one
         batches = itertools.chain.from_iterable(itertools.repeat(train, epochs) if epochs else itertools.repeat(train))
     else:  # a generator of batches
@@ -285,7 +293,12 @@ def fit(
             batch = next(batches)
         except StopIteration:
             raise ValueError(f"train ran out of batches after {k - 1} of {total} steps") from None
-        loss, logs = optimizer_step(model, to_device(batch, device), opt, scaler, step, dtype, grad_clip, monitor)
+        batch = to_device(batch, device)
+        if update is None:
+            loss, logs = optimizer_step(model, batch, opt, scaler, step, dtype, grad_clip, monitor)
+        else:
+            out = update(model, batch, opt, scaler)
+            loss, logs = out if isinstance(out, tuple) else (out, {})
         value = loss.item()
         if not math.isfinite(value):
             bar.close()
