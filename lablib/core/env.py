@@ -27,8 +27,8 @@ REQUIREMENTS = [
     ("diffusers", "diffusers", "0.31", "diffusion models"),
 ]
 MIN_PYTHON = (3, 10)
-# Lab 00 trains a SmallCNN on digits and compares this machine's speed with the machine the
-# `cpu` profiles were sized on: the 2-core CI machine (AMD EPYC, torch 2.13 CPU), where lab 00
+# The setup check trains a SmallCNN on digits and compares this machine's speed with the machine the
+# `cpu` profiles were sized on: the 2-core CI machine (AMD EPYC, torch 2.13 CPU), where the setup check
 # measured 12,000-15,000 training images per second. It is a yardstick, not a result.
 REFERENCE_TRAIN_IMG_PER_S = 13000.0
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
