@@ -47,8 +47,7 @@
 # **Time.** `smoke`: about 10 s. `cpu` (2 cores): about 15 s of compute, 10 minutes with reading.
 # `gpu`: about 15 s.
 #
-# Facilitators: ask every participant to run this lab and read out the verdict of section 3.
-# That is the room preflight. (Answers to the exercise: `docs/answers/00_setup_check.md`.)
+# (Answers to the exercise: `docs/answers/00_setup_check.md`.)
 #
 # **How the labs work.** Every lab reads one setting, `LAB_SCALE`:
 #
@@ -153,7 +152,7 @@ history
 viz.curves({"SmallCNN": history}, metrics=("train_loss", "val_acc"), title="Learning curves")
 
 # %% [markdown]
-# On a working setup the validation accuracy climbs past 90 % within a few epochs at `cpu` scale
+# On a working setup the validation accuracy should climb past 90 % within a few epochs at `cpu` scale
 # (at `smoke` scale one epoch is too short to tell). The test set is touched once, at the end, and
 # the confusion matrix shows which digits the network still mixes up.
 
@@ -164,8 +163,9 @@ viz.confusion(labels, logits.argmax(1), splits.classes)
 
 # %% [markdown]
 # Each lab states its results as *claims*: what was measured, the condition it is held to, and a
-# verdict. At `cpu` and `gpu` scale a claim that does not hold stops the lab with an error when it
-# records its results (at the end); at `smoke` scale nothing is held against the run.
+# verdict. At `cpu` and `gpu` scale an *asserted* claim (`[✓]`/`[✗]`) that does not hold stops the lab
+# with an error when it records its results (at the end); a `[~]` claim (a timing, which a busy
+# machine can flip) is only reported. At `smoke` scale nothing is held against the run.
 
 # %%
 results.claim("every package the labs need is installed", all_ok, holds=all_ok,
@@ -256,7 +256,7 @@ checks.check_function(
 # `results/00_setup_check.<scale>.json` with a stamp of this environment, and
 # `python -m lablib.core.results` gathers every lab's figures into `docs/results.md`. The record
 # keeps your exercise's verdict too, and here the claims above are checked: at `cpu` and `gpu`
-# scale, a failed one stops the lab with its reason.
+# scale, a failed asserted one stops the lab with its reason.
 
 # %%
 results.record({

@@ -12,7 +12,7 @@
 # ---
 
 # %% [markdown]
-# # Lab 01 — A deep network that will not train, and how BatchNorm and residual connections fix it
+# # Lab 01 — A deep network that will not train, and whether BatchNorm and residual connections fix it
 #
 # **Source:** 《小团队AI突围:从技术困境到行业标杆的逆袭之路》 (*Small teams breaking through in AI:
 # from technical dead ends to industry benchmark*), section 1, "技术攻坚的核心挑战" (the core

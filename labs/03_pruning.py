@@ -74,7 +74,7 @@ from torch.nn.utils import prune  # the API the article uses
 from lablib import show, table
 from lablib.core import bench, checks, config, env, results, viz
 from lablib.data import datasets
-from lablib.methods import pruning  # the tested reference and the helpers shown below
+from lablib.methods import pruning  # lablib's tested pruning functions
 from lablib.nets import models, train
 
 cfg = config.profile(
@@ -357,7 +357,7 @@ print(f"at {worst['removed']:.0%} removed: {worst['classes cut off']} of 10 clas
 
 # %% [markdown]
 # The output layer reads as many inputs as the middle layer, so it started with the same small
-# weights, and the global threshold empties it as the table shows, although it has only ten rows
+# weights, and the global threshold can empty it (see the "classes cut off" column), although it has only ten rows
 # and every one of them is needed. A class whose row is all zeros gets a constant logit (its bias
 # alone): the network can no longer produce evidence for it, and no fine-tune can bring the
 # weights back, because the masks hold them at zero. If the table shows classes cut off, that

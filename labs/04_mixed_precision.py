@@ -33,7 +33,7 @@
 # 2. what autocast really does, layer by layer: which layers run in bfloat16 / float16 and which
 #    stay in float32;
 # 3. why float16 needs **loss scaling** and bfloat16 does not: their ranges, and real gradients
-#    that underflow to zero in an fp16 backward pass, rescued by the GradScaler;
+#    that underflow to zero in an fp16 backward pass, and whether the GradScaler rescues them;
 # 4. speed: fp32 against bf16 training steps and a matrix multiplication on this machine (and
 #    fp16 / bf16 / TF32 on a GPU, when there is one), beside the articles' 3×;
 # 5. accuracy: the same training in fp32 and in bf16.
@@ -109,8 +109,7 @@ print(f"torch.amp.GradScaler({device.type!r}) is enabled here: {new_scaler.is_en
 # ## 2. The training step, written here
 #
 # The current spelling names the device and the dtype: `torch.autocast(device_type="cpu",
-# dtype=torch.bfloat16)`, and `torch.amp.GradScaler("cuda")` (or `"cpu"`; `compat.grad_scaler` picks
-# the right one on every supported torch version). `train.autocast(device, "bf16")` is that
+# dtype=torch.bfloat16)`, and `torch.amp.GradScaler("cuda")` (or `"cpu"`). `train.autocast(device, "bf16")` is that
 # `torch.autocast`, switched off for `"fp32"`. Here is the articles' step in that spelling. Every
 # experiment below (the training runs of sections 4 and 6, the timings of section 5) runs this
 # function: edit it, and they run your version.
@@ -190,7 +189,7 @@ kept = sorted({kind for _, kind, dt in dtypes["bf16"] if dt == "float32"})
 print(f"under bf16 autocast on {device.type}: bfloat16 out of {', '.join(low) or 'nothing'}; float32 out of {', '.join(kept) or 'nothing'}")
 
 # %% [markdown]
-# `Conv2d` and `Linear` are on autocast's low-precision list. `ReLU`, `MaxPool2d` and the pooling are
+# On this torch (its version is in the environment line), `Conv2d` and `Linear` are on autocast's low-precision list. `ReLU`, `MaxPool2d` and the pooling are
 # on no list and keep whatever dtype they receive, so after a bf16 convolution they run in bf16
 # too. `cross_entropy` is on the fp32 list: the loss is computed in fp32 from the low-precision
 # logits. The lists differ by device and by torch version (on CUDA, for example, `softmax` and

@@ -720,8 +720,8 @@ checks.check_function(
 # %% [markdown]
 # ## Record
 #
-# The two claims were stated once, where they were measured; this cell saves them with the other
-# figures worth keeping and the exercises' verdicts.
+# This cell saves the two claims above with the other figures worth keeping and your exercises'
+# verdicts.
 
 # %%
 metrics = {

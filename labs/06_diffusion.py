@@ -94,7 +94,8 @@ cfg
 # halve twice), with a fixed train / val / test split. The scenario: **a classifier with only
 # 10 labelled images per class**. Three models are trained, on deliberately separate images:
 #
-# * the **low-data classifier**: the 100 labelled images (plus generated ones, in section 6);
+# * the **low-data classifier**: the labelled images, `labels_per_class` per class (plus generated
+#   ones, in section 6);
 # * the **generator**, the diffusion model: a separate, larger pool, the rest of the training split.
 #   This is the role a pretrained model like Stable Diffusion plays: it learnt from images your
 #   classifier never had;
@@ -347,7 +348,7 @@ viz.image_grid(path[picks].transpose(0, 1).reshape(-1, 1, 16, 16),
 # Now the synthetic data set itself: the largest number per class the experiment needs, all
 # generated at once (`sample_steps` DDIM steps each), without guidance (`synth_guidance = 1`):
 # training data needs variety as much as it needs every image to be a textbook digit, and the
-# comparison above shows what guidance costs in variety here. (Exercise 3 asks you to measure the
+# comparison above shows whether guidance cost variety here. (Exercise 3 asks you to measure the
 # other choice.) The grid shows the first ten of each class, one row per class, 0 at the top, the
 # judge's verdict above each image: ✓ when it recognises the intended class, else the class it sees.
 
@@ -414,8 +415,8 @@ viz.grouped_bars({str(c): {"generated": div_synth[c].item(), "real test": div_re
 # %% [markdown]
 # ## 6. Synthetic data for the low-data classifier
 #
-# The classifier sees the 100 labelled images alone, or the same 100 plus `n` generated images per
-# class. Every arm gets the same number of optimizer steps and the same seeds, and is scored on the
+# The classifier sees the labelled images alone (10 × `labels_per_class`), or the same images plus
+# `n` generated images per class. Every arm gets the same number of optimizer steps and the same seeds, and is scored on the
 # test split.
 
 # %%
@@ -521,11 +522,12 @@ else:
 # %% [markdown]
 # **Reading the results.** Look first at the judge accuracy: synthetic images that a good
 # classifier does not recognise are label noise, not data. If the samples are recognisable and
-# the gain holds, the generated images carried something the 100 labelled images did not.
+# the gain holds, the generated images carried something the labelled images did not.
 #
-# Be careful about *why*. The generator learnt from the pool, about 1,100 real digits the
+# Be careful about *why*. The generator learnt from the pool: the real digits of the training split
+# that are not the classifier's labelled images (their count is printed in section 1), which the
 # classifier never saw; its samples can carry that knowledge into the classifier. A generator
-# trained on the same 100 images has, at most, the knowledge of those 100 images to pass on: if
+# trained on the same labelled images has, at most, the knowledge of those images to pass on: if
 # the same-100 row (section 6, at `gpu` scale or when you switch it on) stays near "real only"
 # while the pool rows rise, the gain came from the pool, not from generation as such. That is the
 # real argument for Stable Diffusion in the article: a model pretrained on billions of images
@@ -554,12 +556,9 @@ table({name: {"parameters": models.count_params(getattr(pipe, name))} for name i
 print("(for scale, Stable Diffusion 2.1 has about 340M parameters in its text encoder, 866M in its UNet, 84M in its VAE)")
 
 # %% [markdown]
-# The tiny pipeline is built in `lablib.methods.stable_diffusion` from configs. Four gotchas are
-# handled there: in transformers 5, `CLIPTokenizer(vocab_file=..., merges_file=...)` silently
-# ignores the files (the tokenizer is loaded with `from_pretrained` on a folder instead, which
-# works in 4.x and 5.x); `model_max_length=77` (CLIP's context; the pipeline pads every prompt to
-# it); DDIM's `steps_offset=1`, as in Stable Diffusion's configs; and `safety_checker=None,
-# requires_safety_checker=False` for a model that has none.
+# The tiny pipeline is built from configs in `lablib.methods.stable_diffusion` (`show` it to see
+# how: a character-level CLIP tokenizer, CLIP's 77-token context, DDIM with Stable Diffusion's
+# `steps_offset=1`, and no safety checker for a model that has none).
 #
 # ## 9. The article's call, and the knobs that matter
 #

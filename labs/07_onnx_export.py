@@ -248,7 +248,7 @@ table({f"batch {b}": {"max |eager - ORT|": d} for b, d in diffs.items()})
 worst = max(diffs.values())
 results.claim("ONNX Runtime computes what PyTorch computes", worst, holds=worst <= 1e-4,
               condition=f"max |eager - ORT| <= 1e-4 at batch sizes {cfg.batch_sizes}",
-              source='torch.onnx.export(model, dummy_input, "model.onnx", ...) (article 002)')
+              source='torch.onnx.export(model, dummy_input, "model.onnx", ...) (《突破AI技术壁垒》)')
 
 sess = onnx_export.session(onnx_path)  # the CPU; LAB_THREADS threads if set; every graph optimisation
 ort_acc, ort_pred = onnx_export.ort_accuracy(sess, test_loader)
@@ -308,7 +308,7 @@ for b in cfg.latency_batches:
     results.claim(f"ONNX Runtime cuts latency at batch {b} (%)", change[b],
                   holds=bench.verdict(speedup[b], margin=1.25) == "faster",
                   condition="ORT faster than eager beyond a 1.25x margin",
-                  source="降低延迟达65%: latency -65 % (article 003)", asserted=False)
+                  source="降低延迟达65%: latency -65 % (《AI探索者的技术实践》)", asserted=False)
     reached = "reaches" if change[b] <= -65 else "does not reach"
     print(f"  batch {b}: {speedup[b]:.1f}x, {change[b]:+.0f} %, which {reached} the article's -65 %")
 
@@ -463,7 +463,7 @@ first = next(iter(attempts))
 if first in opsets:
     results.claim("opset_version=13 writes an opset-13 file", opsets[first], holds=opsets[first] == 13,
                   condition="the lab's export_onnx(..., opset=13) writes opset 13",
-                  source='torch.onnx.export(model, dummy_input, "model.onnx", opset_version=13) (article 002)',
+                  source='torch.onnx.export(model, dummy_input, "model.onnx", opset_version=13) (《突破AI技术壁垒》)',
                   asserted=False)
 print("opsets written when asked for 13:", opsets)
 
@@ -486,8 +486,9 @@ print("opsets written when asked for 13:", opsets)
 # the path. The check exports random small CNNs with `opset=13` through yours and through lablib's,
 # and compares the opset written, whether the batch is symbolic, and ONNX Runtime's outputs.
 #
-# To run the whole lab on your exporter, add `export_onnx = my_export_torchscript` at the end of
-# the cell that defines `export_onnx` (section 2), then run the lab again from there.
+# To run the whole lab on your exporter, run this exercise's cell first, then add
+# `export_onnx = my_export_torchscript` at the end of the cell that defines `export_onnx`
+# (section 2) and run the lab again from there without restarting the kernel.
 #
 # <details><summary>Hint</summary>
 #
@@ -576,7 +577,7 @@ checks.check_function(
 
 # %%
 metrics = {f"parity max abs diff, batch {b}": d for b, d in diffs.items()}
-metrics |= {"eager test acc": eager_acc, "ORT test acc": ort_acc, "predictions that differ": flips, "opset written": info["opset"]}
+metrics |= {"eager test acc": eager_acc, "ORT test acc": ort_acc, "predictions that differ": flips, "opset written (default export)": info["opset"]}
 for b in cfg.latency_batches:
     metrics |= {f"eager batch {b} (ms)": eager_ms[b], f"ORT batch {b} (ms)": ort_ms[b], f"speed-up batch {b} (x)": speedup[b]}
 metrics |= {f"{name} batch {big} (ms)": grid[name, big].median_ms for name in contenders}
