@@ -51,7 +51,7 @@
 # **Prerequisites.** Lab 00 (setup) and lab 01 (training a small CNN with `train.fit`); softmax,
 # cross-entropy, what a logit is.
 #
-# **Time.** `smoke`: about 15 s; `cpu` (2 cores): about 2.5 min; `gpu`: a few minutes (five seeds,
+# **Time.** `smoke`: about 15 s; `cpu` (2 cores): about 2 min; `gpu`: a few minutes (five seeds,
 # a wider teacher). Reading and the exercises: 45 min.
 
 # %%

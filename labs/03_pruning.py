@@ -60,7 +60,7 @@
 # **Prerequisites.** Lab 00 (the setup check); lab 01 helps (training an MLP on the digits with
 # `train.fit`). PyTorch basics: tensors, `nn.Linear`, `torch.topk`.
 #
-# **Time.** `smoke`: about 20 s. `cpu` (2 cores): about 75 s of computing. `gpu`: about a minute.
+# **Time.** `smoke`: about 20 s. `cpu` (2 cores): about 1.5 min of computing. `gpu`: about a minute.
 # Reading and the exercises: 45–60 minutes.
 #
 # Answers to the exercises and open questions: `docs/answers/03_pruning.md`.

@@ -50,7 +50,7 @@
 # **Prerequisites.** Lab 01 (training a small CNN with lablib's loop); PyTorch basics
 # (`nn.Module`, tensors). No GPU needed.
 #
-# **Time.** `smoke` about 20 s; `cpu` (2 cores) about 25 s to run, 45 minutes to work through;
+# **Time.** `smoke` about 20 s; `cpu` (2 cores) about 30 s to run, 45 minutes to work through;
 # `gpu`: about as long as `cpu` (only the training uses the GPU; the comparisons run on the CPU).
 #
 # Answers to the exercises and open questions: `docs/answers/07_onnx_export.md`.
