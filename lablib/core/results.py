@@ -81,7 +81,7 @@ def claim(name: str, measured, *, holds, condition: str, source: str = "", asser
     return holds
 
 
-def record(metrics: dict | None = None, *, notes: str = "", scale: str | None = None, lab: str | None = None) -> Path:
+def record(metrics: dict | None = None, *, notes: str = "", scale: str | None = None, lab: str | None = None) -> None:
     """Save the lab's claims, its other headline figures (`metrics`), the exercise verdicts and
     the environment to results/<lab>.<scale>.json; then, at `cpu`/`gpu` scale, raise ClaimFailed
     if an asserted claim did not hold. The lab's name comes from the notebook (config.lab_name)."""
@@ -121,7 +121,6 @@ def record(metrics: dict | None = None, *, notes: str = "", scale: str | None = 
     failed = [c for c in CLAIMS.values() if c.asserted and not c.holds]
     if failed and scale != "smoke":
         raise ClaimFailed("; ".join(f"{c.name}: {fmt(c.measured)} fails {c.condition}" for c in failed))
-    return path
 
 
 def load_records(scale: str = "cpu", folder: Path | None = None) -> dict[str, dict]:
