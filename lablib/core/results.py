@@ -38,6 +38,12 @@ class Claim:
     source: str
     asserted: bool
 
+    def __bool__(self) -> bool:
+        return self.holds
+
+    def _ipython_display_(self) -> None:
+        """claim() already printed the verdict; as a cell's last value it would show again."""
+
 
 # The claims stated in this kernel so far, by name (rerunning a cell replaces its claim).
 CLAIMS: dict[str, Claim] = {}
@@ -57,11 +63,11 @@ def _check_value(name: str, value) -> None:
         raise TypeError(f"{name!r} must be a number, bool or str, got {type(value).__name__}")
 
 
-def claim(name: str, measured, *, holds, condition: str, source: str = "", asserted: bool = True) -> bool:
+def claim(name: str, measured, *, holds, condition: str, source: str = "", asserted: bool = True) -> Claim:
     """State one of the lab's claims: what was measured, the condition it is held to, and the
     source's own figure. Prints the verdict now; `record` saves it and, at `cpu`/`gpu` scale,
     fails the run if it does not hold. asserted=False (timings, which a loaded machine can
-    flip) reports the verdict without ever failing the run. Returns whether it holds."""
+    flip) reports the verdict without ever failing the run. Returns the Claim, true when it holds."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     measured, holds = _plain(measured), _plain(holds)
@@ -71,14 +77,14 @@ def claim(name: str, measured, *, holds, condition: str, source: str = "", asser
     for arg, text in (("condition", condition), ("source", source)):
         if not isinstance(text, str):
             raise TypeError(f"{arg} must be a str, got {type(text).__name__}")
-    CLAIMS[name] = Claim(name, measured, holds, condition, source, bool(asserted))
+    stated = CLAIMS[name] = Claim(name, measured, holds, condition, source, bool(asserted))
     smoke = config.scale() == "smoke"
     mark = "[·]" if smoke else "[✓]" if holds else "[✗]" if asserted else "[~]"
     verdict = "holds" if holds else "does NOT hold"
     line = f"{mark} {name}: {fmt(measured)} ({condition}: {verdict}"
     line += ", not asserted at smoke scale)" if smoke else ")" if asserted else ", reported, not asserted)"
     print(line + (f"\n    source: {source}" if source else ""))
-    return holds
+    return stated
 
 
 def record(metrics: dict | None = None, *, notes: str = "", scale: str | None = None, lab: str | None = None) -> None:
