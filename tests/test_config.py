@@ -138,3 +138,14 @@ def test_lab_sources_finds_flat_and_folder_labs(_isolated):
     (labs / "solutions").mkdir()
     (labs / "solutions" / "01_a.py").write_text("")
     assert [p.relative_to(labs).as_posix() for p in config.lab_sources()] == ["01_a.py", "02_b.py", "15_dist/15_dist.py"]
+
+
+def test_torch_compiler_cache_stays_in_data(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"} | {"LAB_ROOT": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", "import os, lablib.core.config; print(os.environ['TORCHINDUCTOR_CACHE_DIR'])"],
+                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str(tmp_path / "data" / "cache" / "torchinductor")

@@ -196,3 +196,8 @@ def results_dir() -> Path:
 def data_dir() -> Path:
     """Where labs cache data and checkpoints: <project>/data (not committed)."""
     return project_root() / "data"
+
+
+# torch's compiler writes a cache when the dynamo ONNX exporter runs; by default that is
+# /tmp/torchinductor_<user>, left behind. Keep it with the project's other caches instead.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(data_dir() / "cache" / "torchinductor"))
