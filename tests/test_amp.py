@@ -169,3 +169,13 @@ def test_round_to_bf16_matches_torch_and_rounds_ties_to_even():
     assert amp.round_to_bf16(tie).tolist() == [1.0, 1.0 + 4 * 2.0**-8]
     with pytest.raises(TypeError, match="x"):
         amp.round_to_bf16(torch.ones(2, dtype=torch.float64))
+
+
+def test_round_to_bf16_keeps_every_nan_a_nan():
+    # all-ones mantissas would carry into the sign bit (int32 overflow) and come out as 0 or inf
+    patterns = [0x7FFFFFFF, 0x7F800001, 0x7FC00000, 0x7FBFFFFF, 0xFFFFFFFF, 0xFF800001, 0xFFC00000]
+    x = torch.tensor(patterns, dtype=torch.int64).to(torch.int32).view(torch.float32)
+    out = amp.round_to_bf16(x)
+    assert torch.isnan(out).all(), out
+    assert torch.equal(torch.signbit(out), torch.signbit(x))
+    assert torch.equal(out.view(torch.int32) & 0xFFFF, torch.zeros(len(patterns), dtype=torch.int32))

@@ -97,11 +97,14 @@ def test_project_root_found_from_labs_folder(tmp_path, monkeypatch):
 def test_threads_from_env(monkeypatch):
     monkeypatch.delenv("LAB_THREADS", raising=False)
     assert config.threads() is None
+    monkeypatch.setattr(config.os, "cpu_count", lambda: 4)
     monkeypatch.setenv("LAB_THREADS", "3")
     assert config.threads() == 3
-    monkeypatch.setenv("LAB_THREADS", "0")
-    with pytest.raises(ValueError, match="LAB_THREADS"):
-        config.threads()
+    # zero, more threads than cores, a superscript digit that str.isdigit accepts, a fraction
+    for bad in ("0", "5", "100000", "²", "1.5", "-1", "three"):
+        monkeypatch.setenv("LAB_THREADS", bad)
+        with pytest.raises(ValueError, match="LAB_THREADS"):
+            config.threads()
 
 
 def test_solutions_mode_from_env(monkeypatch):

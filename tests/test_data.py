@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -127,8 +129,45 @@ def test_loader_shuffles_reproducibly():
         datasets.loader(ds, 0)
 
 
-def test_imageset_validates_shapes():
-    with pytest.raises(ValueError, match="x must have shape"):
+def test_imageset_validates_shapes_and_labels():
+    with pytest.raises(ValueError, match="x must be a float tensor of shape"):
         datasets.ImageSet(torch.zeros(3, 8, 8), torch.zeros(3, dtype=torch.long), ["a"])
-    with pytest.raises(ValueError, match="y must have shape"):
+    with pytest.raises(ValueError, match="y must be an int64 tensor of shape"):
         datasets.ImageSet(torch.zeros(3, 1, 8, 8), torch.zeros(2, dtype=torch.long), ["a"])
+    with pytest.raises(ValueError, match="y must be an int64"):
+        datasets.ImageSet(torch.zeros(3, 1, 8, 8), torch.zeros(3), ["a"])
+    # a label outside the classes: split() would silently drop that image
+    with pytest.raises(ValueError, match="labels 0..2, but there are 2 classes"):
+        datasets.ImageSet(torch.zeros(3, 1, 8, 8), torch.tensor([0, 1, 2]), ["a", "b"])
+    with pytest.raises(ValueError, match="labels -1..1"):
+        datasets.ImageSet(torch.zeros(3, 1, 8, 8), torch.tensor([0, 1, -1]), ["a", "b"])
+    with pytest.raises(ValueError, match="classes must be a non-empty list"):
+        datasets.ImageSet(torch.zeros(3, 1, 8, 8), torch.zeros(3, dtype=torch.long), "ab")
+
+
+def test_image_folder_reads_16_bit_and_float_images_at_their_values(tmp_path):
+    tmp_path = tmp_path / "imgs"
+    (tmp_path / "deep").mkdir(parents=True)
+    (tmp_path / "float").mkdir()
+    ramp = np.linspace(0.25, 0.75, 64).reshape(8, 8)
+    Image.fromarray((ramp * 65535).astype(np.uint16)).save(tmp_path / "deep" / "a.png")
+    Image.fromarray(ramp.astype(np.float32), "F").save(tmp_path / "float" / "b.tiff")
+    ds = datasets.image_folder(tmp_path, size=8, channels=1)
+    for image in ds.x:  # not clipped to all-1 (16-bit) or all-0 (float), as convert("L") does
+        assert torch.allclose(image[0], torch.tensor(ramp, dtype=torch.float32), atol=1e-4)
+    rgb = datasets.image_folder(tmp_path, size=8, channels=3)
+    assert torch.equal(rgb.x[:, 0], rgb.x[:, 2])
+    Image.fromarray(np.full((8, 8), 3.0, np.float32), "F").save(tmp_path / "float" / "c.tiff")
+    with pytest.raises(ValueError, match="c.tiff.*outside 0..1"):
+        datasets.image_folder(tmp_path, size=8)
+
+
+def test_image_folder_skips_fifos_and_names_unreadable_files(tmp_path):
+    tmp_path = tmp_path / "imgs"
+    (tmp_path / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "a" / "red.png")
+    os.mkfifo(tmp_path / "a" / "pipe.png")  # PIL would block on it forever
+    assert len(datasets.image_folder(tmp_path, size=8)) == 1
+    (tmp_path / "a" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match="broken.png.*cannot be read"):
+        datasets.image_folder(tmp_path, size=8)

@@ -261,6 +261,21 @@ def test_checkpoint_without_the_completion_marker_is_not_trusted(tiny_unet, _iso
     assert not diffusion.has_checkpoint(_isolated / "plain")
 
 
+def test_damaged_checkpoint_is_not_trusted_and_is_rebuilt(tiny_unet, _isolated):
+    folder = cache.cache_folder("gen", {"x": 3})
+    diffusion.save_unet(tiny_unet, folder)
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])  # truncated after the save, e.g. a full disk
+    assert not diffusion.has_checkpoint(folder)
+    diffusion.save_unet(tiny_unet, folder)  # what the lab does when has_checkpoint says no
+    assert diffusion.has_checkpoint(folder) and weights.read_bytes() == data
+    flipped = bytearray(data)
+    flipped[-1] ^= 1  # same size, one bit changed: the hash notices
+    weights.write_bytes(bytes(flipped))
+    assert not diffusion.has_checkpoint(folder)
+
+
 def test_load_unet_missing_folder_is_a_clear_error(_isolated):
     with pytest.raises(FileNotFoundError, match="holds no saved UNet"):
         diffusion.load_unet(_isolated / "nowhere")
@@ -308,6 +323,22 @@ def test_sd_pipeline_choices(tmp_path, monkeypatch, pipe):
         stable_diffusion.sd_pipeline(str(tmp_path / "missing"), device="cpu")
     with pytest.raises(ValueError, match="LAB_ALLOW_DOWNLOADS"):
         stable_diffusion.sd_pipeline("stabilityai/stable-diffusion-2-1", device="cpu", allow_download=False)
+    monkeypatch.setenv("LAB_ALLOW_DOWNLOADS", "yes")
+    with pytest.raises(ValueError, match="LAB_ALLOW_DOWNLOADS='yes'"):
+        stable_diffusion.sd_pipeline("stabilityai/stable-diffusion-2-1", device="cpu")
+    with pytest.raises(TypeError, match="allow_download"):
+        stable_diffusion.sd_pipeline("x/y", device="cpu", allow_download="no")
+
+
+def test_sd_pipeline_expands_the_home_folder(tmp_path, monkeypatch, pipe):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    pipe.save_pretrained(tmp_path / "models" / "sd")
+    monkeypatch.setenv("LAB_SD_MODEL", "~/models/sd")  # quoted in a shell, ~ reaches us as it is
+    _, what = stable_diffusion.sd_pipeline(device="cpu")
+    assert what == f"local checkpoint {tmp_path / 'models' / 'sd'}"
+    monkeypatch.setenv("LAB_SD_MODEL", "~/models/missing")
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "models" / "missing")):
+        stable_diffusion.sd_pipeline(device="cpu")
 
 
 def test_generate_folder_writes_a_loadable_image_folder(pipe, tmp_path):
@@ -323,3 +354,7 @@ def test_generate_folder_writes_a_loadable_image_folder(pipe, tmp_path):
         stable_diffusion.generate_folder(pipe, {"a": "b"}, tmp_path, per_class=0)
     with pytest.raises(ValueError, match="prompts"):
         stable_diffusion.generate_folder(pipe, {}, tmp_path, per_class=1)
+    for name in ("../escape", "a/b", "..", ".hidden", ""):  # a class name never climbs out of root
+        with pytest.raises(ValueError, match="plain folder name"):
+            stable_diffusion.generate_folder(pipe, {name: "x"}, tmp_path / "root", per_class=1, steps=1)
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "root").exists()

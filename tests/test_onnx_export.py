@@ -133,6 +133,9 @@ def test_export_and_run_matches_eager_and_keeps_the_file(tmp_path, capsys):
     assert capsys.readouterr().out == "", "the exporter's progress lines are collected, not printed"
     assert isinstance(out, torch.Tensor) and out.shape == (5, 10)
     assert torch.allclose(out, model(x).detach(), atol=1e-5)
+    for opset in (99, 6, 13.0, True):
+        with pytest.raises(ValueError, match="opset must be an int in"):
+            onnx_export.onnx_export(model, x, tmp_path / "never.onnx", opset=opset)
     path = tmp_path / "kept.onnx"
     out = onnx_export.export_and_run(model, x[:1], path, dynamo=False, opset=13)
     assert path.is_file() and onnx_export.inspect(path)["opset"] == 13

@@ -103,6 +103,14 @@ def test_bad_inputs_raise(tmp_path, files):
         quantize.quantize_tensor(torch.ones(3), 0.0)
     with pytest.raises(ValueError, match="bits"):
         quantize.symmetric_scale(torch.ones(3), bits=1)
+    for bits in (0, 1, 8.5, 17, True):  # bits=0 used to give -0.5 as a "quantized" value
+        with pytest.raises(ValueError, match="bits"):
+            quantize.quantize_tensor(torch.ones(3), 0.1, bits=bits)
+    for zp in (0.5, 128, -129, True):  # a fraction is off the integer grid; 128 is outside int8
+        with pytest.raises(ValueError, match="zero_point"):
+            quantize.quantize_tensor(torch.ones(3), 0.1, zero_point=zp)
+    with pytest.raises(ValueError, match="zero_point"):
+        quantize.dequantize(torch.ones(3), 0.1, zero_point=0.5)
 
 
 def test_quantize_dequantize_roundtrip():

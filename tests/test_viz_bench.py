@@ -49,6 +49,13 @@ def test_confusion_counts():
     assert fig.matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
     with pytest.raises(ValueError, match="differ in shape"):
         viz.confusion([0, 1], [0], ["a", "b"])
+    # -1 * 2 + 2 = 0 would count as a correct class-0 prediction; 1.7 would be truncated to 1
+    with pytest.raises(ValueError, match="y_true holds labels -1..1"):
+        viz.confusion([-1, 1], [2, 1], ["a", "b"])
+    with pytest.raises(ValueError, match="y_pred holds labels 0..2"):
+        viz.confusion([0, 1], [2, 0], ["a", "b"])
+    with pytest.raises(TypeError, match="y_true must hold integer"):
+        viz.confusion([0.0, 1.7], [0, 1], ["a", "b"])
 
 
 def test_bars_and_lines():

@@ -20,6 +20,7 @@ import torch
 from lablib.core import config
 
 _TMP = ".tmp-"  # every temporary name starts with this, so leftovers can be found and removed
+_MARKER = ".complete"  # written last into a folder by write_folder
 
 
 def _clean_leftovers(folder: Path, name: str) -> None:
@@ -66,7 +67,7 @@ def write_folder(folder, write: Callable[[Path], None]) -> Path:
     folder it did not write.
     """
     folder = Path(folder)
-    if folder.exists() and not (folder / ".complete").is_file():
+    if folder.exists() and not (folder / _MARKER).is_file():
         if not folder.is_dir() or any(folder.iterdir()):
             raise FileExistsError(f"folder {str(folder)!r} exists and was not written by write_folder: "
                                   "refusing to replace it (choose another folder)")
@@ -75,7 +76,8 @@ def write_folder(folder, write: Callable[[Path], None]) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{_TMP}{folder.name}."))
     try:
         write(tmp)
-        (tmp / ".complete").write_text("", encoding="utf-8")
+        # the marker lists every file's size and hash, so a file damaged later is noticed too
+        (tmp / _MARKER).write_text(json.dumps(_manifest(tmp), indent=1), encoding="utf-8")
         if folder.exists():
             old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{_TMP}{folder.name}."))
             os.replace(folder, old / "old")  # out of the way first: os.replace cannot overwrite a folder
@@ -89,9 +91,28 @@ def write_folder(folder, write: Callable[[Path], None]) -> Path:
     return folder
 
 
+def _manifest(folder: Path) -> dict[str, list]:
+    """{relative path: [size, sha256]} of every file in `folder` but the marker."""
+    files = {}
+    for f in sorted(folder.rglob("*")):
+        if f.is_file() and f.name != _MARKER:
+            h = hashlib.sha256()
+            with open(f, "rb") as stream:
+                for block in iter(lambda: stream.read(1 << 20), b""):
+                    h.update(block)
+            files[f.relative_to(folder).as_posix()] = [f.stat().st_size, h.hexdigest()]
+    return files
+
+
 def is_complete(folder) -> bool:
-    """Whether `folder` was fully written by write_folder (a killed write never gets this far)."""
-    return (Path(folder) / ".complete").is_file()
+    """Whether `folder` was fully written by write_folder and is intact: a killed write never
+    gets as far as the marker, and a file truncated or changed since then no longer matches it."""
+    marker = Path(folder) / _MARKER
+    try:
+        expected = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, unreadable, or an old empty marker
+        return False
+    return isinstance(expected, dict) and _manifest(Path(folder)) == expected
 
 
 def fingerprint(*tensors: torch.Tensor) -> str:

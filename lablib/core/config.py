@@ -66,8 +66,10 @@ def threads() -> int | None:
     value = os.environ.get("LAB_THREADS", "").strip()
     if not value:
         return None
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"LAB_THREADS={value!r} must be a positive whole number")
+    cores = os.cpu_count() or 1
+    # isascii: str.isdigit also accepts digits like '²' that int() cannot read
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= cores:
+        raise ValueError(f"LAB_THREADS={value!r} must be a whole number from 1 to {cores} (the CPU cores here)")
     return int(value)
 
 

@@ -80,12 +80,24 @@ def image_grid(images: torch.Tensor, labels=None, ncols: int = 10, title: str | 
     return fig
 
 
+def _labels(name: str, values, k: int) -> torch.Tensor:
+    """Class indices 0..k-1 as int64; anything else would land in the wrong cell of the matrix."""
+    t = torch.as_tensor(values)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class indices, got {t.dtype}")
+    if t.ndim != 1:
+        raise ValueError(f"{name} must be one label per example (1-D), got shape {tuple(t.shape)}")
+    if len(t) and (int(t.min()) < 0 or int(t.max()) >= k):
+        raise ValueError(f"{name} holds labels {int(t.min())}..{int(t.max())}, but there are {k} classes")
+    return t.long()
+
+
 def confusion(y_true, y_pred, classes, title: str = "Confusion matrix") -> Figure:
     """Counts of (true class, predicted class); the diagonal is what the model got right."""
-    y_true, y_pred = torch.as_tensor(y_true).long(), torch.as_tensor(y_pred).long()
+    k = len(classes)
+    y_true, y_pred = _labels("y_true", y_true, k), _labels("y_pred", y_pred, k)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true {tuple(y_true.shape)} and y_pred {tuple(y_pred.shape)} differ in shape")
-    k = len(classes)
     matrix = torch.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
     fig, axes = _figure(1, width=0.45 * k + 2, height=0.45 * k + 1.5)
     ax = axes[0][0]

@@ -24,10 +24,16 @@ class ImageSet(TensorDataset):
     """Images (N, C, H, W) float in [0, 1], labels (N,) int64, and the class names."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, classes):
-        if x.ndim != 4:
-            raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
-        if y.shape != (len(x),):
-            raise ValueError(f"y must have shape ({len(x)},), got {tuple(y.shape)}")
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4:
+            raise ValueError(f"x must be a float tensor of shape (N, C, H, W), got {_describe(x)}")
+        if not isinstance(y, torch.Tensor) or y.dtype != torch.long or y.shape != (len(x),):
+            raise ValueError(f"y must be an int64 tensor of shape ({len(x)},), got {_describe(y)}")
+        if isinstance(classes, str) or not hasattr(classes, "__len__") or len(classes) == 0:
+            raise ValueError(f"classes must be a non-empty list of class names, got {classes!r}")
+        # a label outside the classes would be dropped by split() and miscounted by counts()
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
+            raise ValueError(f"y holds labels {int(y.min())}..{int(y.max())}, but there are "
+                             f"{len(classes)} classes (labels 0..{len(classes) - 1})")
         super().__init__(x, y)
         self.classes = list(classes)
 
@@ -65,6 +71,12 @@ class Splits:
 
     def __repr__(self) -> str:
         return f"Splits(train={len(self.train)}, val={len(self.val)}, test={len(self.test)}, image={tuple(self.train.x.shape[1:])})"
+
+
+def _describe(t) -> str:
+    if isinstance(t, torch.Tensor):
+        return f"{t.dtype} tensor of shape {tuple(t.shape)}"
+    return type(t).__name__
 
 
 def _check_size(size):
@@ -196,16 +208,36 @@ def image_folder(root, size: int = 32, classes=None, channels: int = 3) -> Image
         raise ValueError(f"classes {unknown} are not subfolders of {str(root)!r}; found {found}")
     images, labels = [], []
     for label, name in enumerate(classes):
-        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        # regular files only: a FIFO or device named x.png would block PIL's read forever
+        files = sorted(p for p in (root / name).iterdir()
+                       if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         if not files:
             raise ValueError(f"class folder {str(root / name)!r} has no images ({', '.join(IMAGE_EXTENSIONS)})")
         for f in files:
-            with Image.open(f) as im:
-                im = im.convert("RGB" if channels == 3 else "L").resize((size, size), Image.BILINEAR)
-                images.append(np.asarray(im, dtype=np.uint8).reshape(size, size, channels))
+            images.append(_load_image(f, size, channels))
             labels.append(label)
-    x = torch.tensor(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
+    x = torch.tensor(np.stack(images)).permute(0, 3, 1, 2)
     return ImageSet(x, torch.tensor(labels), classes)
+
+
+def _load_image(path: Path, size: int, channels: int) -> np.ndarray:
+    """One image as float32 (size, size, channels) in [0, 1], whatever its bit depth."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+                # 16-bit and float images: convert("RGB") would clip them to 0 or 255
+                grey = np.asarray(im, dtype=np.float64)
+                top = 1.0 if im.mode == "F" else 65535.0
+                if not np.isfinite(grey).all() or grey.min() < 0 or grey.max() > top:
+                    raise ValueError(f"pixel values {grey.min():g}..{grey.max():g} are outside 0..{top:g}")
+                small = Image.fromarray((grey / top).astype(np.float32), "F").resize((size, size), Image.BILINEAR)
+                arr = np.asarray(small, dtype=np.float32)[..., None].clip(0, 1)
+                return arr.repeat(channels, axis=2)
+            im = im.convert("RGB" if channels == 3 else "L").resize((size, size), Image.BILINEAR)
+            return np.asarray(im, dtype=np.float32).reshape(size, size, channels) / 255.0
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's errors rarely say which file
+        raise ValueError(f"image {str(path)!r} cannot be read: {e}") from e
 
 
 def loader(ds, batch_size: int = 64, shuffle: bool = False, seed: int = 0, drop_last: bool = False) -> DataLoader:

@@ -96,8 +96,9 @@ def onnx_export(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(example, torch.Tensor):
         raise TypeError(f"example must be a tensor (one input batch), got {type(example).__name__}")
-    if opset is not None and (not isinstance(opset, int) or opset < 7):
-        raise ValueError(f"opset must be an int >= 7 or None, got {opset!r}")
+    newest = onnx.defs.onnx_opset_version()  # the newest opset this onnx package knows
+    if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or not 7 <= opset <= newest):
+        raise ValueError(f"opset must be an int in [7, {newest}] or None, got {opset!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if dynamo is None:
@@ -126,6 +127,11 @@ def onnx_export(
             torch.onnx.export(model, (example,), str(path), **kwargs)
     finally:
         model.train(was_training)
+    written = inspect(path)["opset"]
+    if opset is not None and written != opset:
+        # the dynamo exporter converts down from its own opset and only logs a failure
+        raise ValueError(f"opset={opset} was asked for, but the exporter wrote opset {written} to "
+                         f"{str(path)!r} (it could not convert the graph); try dynamo=False or opset=None")
     return path
 
 

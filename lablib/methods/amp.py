@@ -134,4 +134,8 @@ def round_to_bf16(x: torch.Tensor) -> torch.Tensor:
     bits = x.view(torch.int32)
     lowest_kept = (bits >> 16) & 1  # ties go to the neighbour whose last kept bit is 0
     rounded = bits + 0x7FFF + lowest_kept
-    return (rounded & -65536).view(torch.float32)  # -65536 is 0xFFFF0000: drop the low 16 bits
+    out = (rounded & -65536).view(torch.float32)  # -65536 is 0xFFFF0000: drop the low 16 bits
+    # A NaN's mantissa can carry into the sign bit (0x7FFFFFFF + 0x8000 wraps round): keep NaN a
+    # NaN, as a real bf16 cast does, with the quiet bit set so the cut cannot turn it into inf.
+    nan = ((bits & -65536) | 0x00400000).view(torch.float32)
+    return torch.where(torch.isnan(x), nan, out)

@@ -61,13 +61,25 @@ def quantize_tensor(x: torch.Tensor, scale, zero_point: int = 0, bits: int = 8) 
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     _check_scale(scale)
+    _check_bits(bits)
     lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    _check_zero_point(zero_point, lo, hi)
     return torch.clamp(torch.round(x / scale) + zero_point, lo, hi)
 
 
 def dequantize(q: torch.Tensor, scale: float, zero_point: int = 0) -> torch.Tensor:
     """x ~ (q - zero_point) * scale: what DequantizeLinear computes."""
+    if not isinstance(q, torch.Tensor):
+        raise TypeError(f"q must be a torch.Tensor, got {type(q).__name__}")
+    _check_scale(scale)
+    _check_zero_point(zero_point, -(2**15), 2**16 - 1)
     return (q - zero_point) * scale
+
+
+def _check_zero_point(zero_point, lo: int, hi: int) -> None:
+    # a fractional zero point would shift every value off the integer grid
+    if isinstance(zero_point, bool) or not isinstance(zero_point, int) or not lo <= zero_point <= hi:
+        raise ValueError(f"zero_point must be an int in [{lo}, {hi}], got {zero_point!r}")
 
 
 def _check_bits(bits) -> None:

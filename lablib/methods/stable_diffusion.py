@@ -96,13 +96,22 @@ def sd_pipeline(model: str | None = None, device=None, allow_download: bool | No
     the tiny random pipeline). A hub id is fetched only when allow_download is True (default:
     LAB_ALLOW_DOWNLOADS=1) and a CUDA GPU is present; a real model on a CPU takes minutes per image.
     """
+    if model is not None and not isinstance(model, str):
+        raise TypeError(f"model must be a folder or hub id (str) or None, got {type(model).__name__}")
+    if allow_download is not None and not isinstance(allow_download, bool):
+        raise TypeError(f"allow_download must be True, False or None, got {allow_download!r}")
     StableDiffusionPipeline = _sd_pipeline_class()
     model = model if model is not None else os.environ.get("LAB_SD_MODEL", "").strip() or None
     if allow_download is None:
-        allow_download = os.environ.get("LAB_ALLOW_DOWNLOADS", "") == "1"
+        flag = os.environ.get("LAB_ALLOW_DOWNLOADS", "").strip()
+        if flag not in ("", "0", "1"):
+            raise ValueError(f"LAB_ALLOW_DOWNLOADS={flag!r} must be 1 (allow) or 0/unset (refuse)")
+        allow_download = flag == "1"
     device = torch.device(device) if device is not None else config.device()
     if model is None:
         return tiny_sd_pipeline().to(device), "tiny random pipeline (produces noise: an API walk-through)"
+    if model.startswith("~"):
+        model = str(Path(model).expanduser())  # a shell expands ~ only when it starts a word
     if Path(model).is_dir():
         pipe = StableDiffusionPipeline.from_pretrained(model, local_files_only=True)
         return pipe.to(device), f"local checkpoint {model}"
@@ -128,6 +137,12 @@ def generate_folder(pipe, prompts: dict[str, str], root, *, per_class: int, step
     positive_int("steps", steps)
     if not guidance_scale >= 0:
         raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale!r}")
+    for name, prompt in prompts.items():
+        # a class name becomes a folder under root: it must not climb out of it
+        if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
+            raise ValueError(f"prompts: class name {name!r} must be a plain folder name (no '/', no '..')")
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompts: the prompt for {name!r} must be a str, got {type(prompt).__name__}")
     root = Path(root)
     device = pipe.device
     written = {}
