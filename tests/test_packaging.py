@@ -101,24 +101,52 @@ def test_dockerfile_builds_the_documented_environment():
     assert "HEALTHCHECK" in text and "EXPOSE 8888" in text
 
 
-@pytest.mark.parametrize("given", [None, "", "my-own-token"], ids=["unset", "empty", "set"])
-def test_entrypoint_never_serves_without_a_token(tmp_path, given):
+def run_entrypoint(tmp_path, args, token=None):
     """Run the image's entrypoint with a stand-in `jupyter` that reports what it was given."""
     fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "jupyter").write_text('#!/bin/sh\necho "TOKEN=$JUPYTER_TOKEN"\necho "ARGS=$*"\n')
+    fake.mkdir(exist_ok=True)
+    (fake / "jupyter").write_text('#!/bin/sh\necho "TOKEN=$JUPYTER_TOKEN"\nfor a in "$@"; do echo "ARG=$a"; done\n')
     (fake / "jupyter").chmod(0o755)
-    (fake / "python").symlink_to(sys.executable)
+    if not (fake / "python").exists():
+        (fake / "python").symlink_to(sys.executable)
     environ = {"PATH": f"{fake}:/usr/bin:/bin"}
-    if given is not None:
-        environ["JUPYTER_TOKEN"] = given
-    out = subprocess.run(["sh", str(ROOT / "docker" / "entrypoint.sh"), "--extra"], env=environ,
-                         capture_output=True, text=True, check=True).stdout
-    token = re.search(r"^TOKEN=(.*)$", out, re.M).group(1)
+    if token is not None:
+        environ["JUPYTER_TOKEN"] = token
+    return subprocess.run(["sh", str(ROOT / "docker" / "entrypoint.sh"), *args], env=environ,
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("given", [None, "", "my-own-token"], ids=["unset", "empty", "set"])
+def test_entrypoint_never_serves_without_a_token(tmp_path, given):
+    run = run_entrypoint(tmp_path, ["--extra"], given)
+    assert run.returncode == 0, run.stderr
+    token = re.search(r"^TOKEN=(.*)$", run.stdout, re.M).group(1)
     assert token == given if given else len(token) >= 32
-    assert f"/lab?token={token}" in out  # the login link the learner opens
-    args = re.search(r"^ARGS=(.*)$", out, re.M).group(1).split()
-    assert "--ServerApp.ip=0.0.0.0" in args and args[-1] == "--extra"
+    assert f"/lab?token={token}" in run.stdout  # the login link the learner opens
+    args = re.findall(r"^ARG=(.*)$", run.stdout, re.M)
+    assert "--ServerApp.ip=0.0.0.0" in args and args[-2] == "--extra"
+    assert args[-1] == f"--IdentityProvider.token={token}"  # last: it beats a config file's
+
+
+@pytest.mark.parametrize("args, token", [
+    (["--IdentityProvider.token="], None),
+    (["--ServerApp.token="], "set-in-env"),
+    (["--NotebookApp.token=  "], None),
+    (["--IdentityProvider.token", ""], None),
+    (["--ServerApp.token"], None),
+    ([], "   "),
+], ids=["IdentityProvider", "ServerApp-over-env", "blank", "separate-arg", "missing-value", "env-blank"])
+def test_entrypoint_refuses_an_empty_token_however_given(tmp_path, args, token):
+    run = run_entrypoint(tmp_path, args, token)
+    assert run.returncode == 2 and "TOKEN=" not in run.stdout, "jupyter must not start"
+    assert "without authentication" in run.stderr
+
+
+def test_entrypoint_takes_a_token_given_as_an_argument(tmp_path):
+    run = run_entrypoint(tmp_path, ["--IdentityProvider.token", "abc123"])
+    assert run.returncode == 0, run.stderr
+    assert "/lab?token=abc123" in run.stdout
+    assert re.findall(r"^ARG=(.*)$", run.stdout, re.M)[-1] == "--IdentityProvider.token=abc123"
 
 
 def test_binder_installs_the_project_and_no_root_dockerfile_shadows_it():
