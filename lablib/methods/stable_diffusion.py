@@ -156,6 +156,8 @@ def generate_folder(pipe, prompts: dict[str, str], root, *, per_class: int, step
         written[name] = []
         for n, img in enumerate(out.images):
             path = folder / f"{n:04d}.png"
-            img.save(path)
+            tmp = folder / f".tmp-{n:04d}.png"  # a killed run leaves no half image that reads as real
+            img.save(tmp, format="PNG")
+            os.replace(tmp, path)
             written[name].append(path)
     return written
