@@ -4,6 +4,7 @@ so the clock sees the GPU's work. These functions return numbers; they never ass
 
 from __future__ import annotations
 
+import math
 import statistics
 import threading
 import time
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import psutil
 import torch
 
-from lablib.core.validate import positive_int
+from lablib.core.validate import integer, positive_int, real
 
 
 @dataclass
@@ -42,8 +43,7 @@ def latency(fn: Callable[[], object], warmup: int = 3, repeats: int = 20, cuda: 
     """Time `fn()` (no arguments: wrap yours in a lambda) over `repeats` calls after `warmup`."""
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    if not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
+    integer("warmup", warmup, 0)
     positive_int("repeats", repeats)
     cuda = torch.cuda.is_available() if cuda is None else cuda
     for _ in range(warmup):
@@ -82,10 +82,8 @@ def compare(fns: dict, rounds: int = 3, warmup: int = 3, repeats: int = 20,
 def verdict(ratio: float, margin: float = 1.25) -> str:
     """How to say a speed ratio (baseline time / new time) so that a loaded machine cannot flip
     it: "faster" or "slower" only beyond `margin`, else "about as fast"."""
-    if not ratio > 0:
-        raise ValueError(f"ratio must be > 0, got {ratio!r}")
-    if not margin > 1:
-        raise ValueError(f"margin must be > 1, got {margin!r}")
+    real("ratio", ratio, 0, math.inf, low_open=True)  # inf: the new time rounds to zero
+    real("margin", margin, 1, math.inf, low_open=True, high_open=True)
     return "faster" if ratio >= margin else "slower" if ratio <= 1 / margin else "about as fast"
 
 

@@ -128,8 +128,9 @@ def fingerprint(*tensors: torch.Tensor) -> str:
 def cache_folder(name: str, settings: dict) -> Path:
     """data/cache/<name>-<hash of settings>: change any setting (steps, widths, data
     fingerprint...) and the key changes, so a stale checkpoint is never picked up."""
-    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
-        raise ValueError(f"name must be a plain folder name (no '/', no '..'), got {name!r}")
+    if (not isinstance(name, str) or not name or Path(name).name != name or name.startswith(".")
+            or not name.isprintable()):
+        raise ValueError(f"name must be a plain folder name (printable, no '/', no '..'), got {name!r}")
     if not isinstance(settings, dict):
         raise TypeError(f"settings must be a dict, got {type(settings).__name__}")
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import math
 import os
 import platform
 import sys
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from packaging.version import InvalidVersion, Version
+
+from lablib.core.validate import real
 
 # (distribution name, import name, lowest supported version, what needs it)
 REQUIREMENTS = [
@@ -175,8 +178,7 @@ def stamp() -> dict:
 
 def speed_verdict(train_img_per_s: float) -> str:
     """How this machine compares with the one the `cpu` profiles were sized on."""
-    if not train_img_per_s > 0:
-        raise ValueError(f"train_img_per_s must be > 0, got {train_img_per_s!r}")
+    real("train_img_per_s", train_img_per_s, 0, math.inf, low_open=True, high_open=True)
     ratio = train_img_per_s / REFERENCE_TRAIN_IMG_PER_S
     if ratio >= 0.5:
         return f"{ratio:.1f}x the reference machine: keeps up; the labs at cpu scale take a few minutes each."

@@ -3,6 +3,8 @@ names the argument, instead of a traceback from deep inside torch."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from pathlib import Path
 
 
@@ -11,6 +13,30 @@ def positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+def integer(name: str, value, low: int | None = None, high: int | None = None) -> int:
+    """`value` if it is an int in [low, high] (either end may be open-ended: None)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name} must be an int in [{'' if low is None else low}, "
+                         f"{'' if high is None else high}], got {value!r}")
+    return int(value)
+
+
+def real(name: str, value, low: float = -math.inf, high: float = math.inf, *,
+         low_open: bool = False, high_open: bool = False) -> float:
+    """`value` as a float if it is a number in the range (a bool, a string or NaN is not):
+    [low, high] by default, an end left out with low_open/high_open."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    inside = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    if math.isnan(v) or not inside:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+    return v
 
 
 def existing_file(path, name: str = "path") -> Path:

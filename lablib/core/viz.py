@@ -83,6 +83,8 @@ def image_grid(images: torch.Tensor, labels=None, ncols: int = 10, title: str | 
 def _labels(name: str, values, k: int) -> torch.Tensor:
     """Class indices 0..k-1 as int64; anything else would land in the wrong cell of the matrix."""
     t = torch.as_tensor(values)
+    if t.numel() == 0:  # torch reads [] as float
+        return t.long().reshape(-1)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer class indices, got {t.dtype}")
     if t.ndim != 1:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import torch
+from lablib.core.validate import integer, real
 import torch.nn.functional as F
 
 # The strong operations and their largest magnitude (FixMatch's RandAugment list, Sohn et al.
@@ -77,8 +78,8 @@ def cutout(x: torch.Tensor, size: float = 0.5, fill: float = 0.5, generator: tor
     """Paint one square per image with `fill`: a random side of 1 pixel up to `size` of the
     image side, at a random centre (it may hang over the edge). FixMatch uses size 0.5, grey."""
     _check_images(x)
-    if not 0 < size <= 1:
-        raise ValueError(f"size must be a share of the image side in (0, 1], got {size!r}")
+    real("size", size, 0, 1, low_open=True)  # a share of the image side
+    real("fill", fill, 0, 1)
     n, _, h, w = x.shape
     side = 1 + torch.floor(torch.rand(n, generator=generator) * size * min(h, w)).to(x.device)
     cy = torch.randint(0, h, (n,), generator=generator).to(x.device)
@@ -117,10 +118,8 @@ def strong(x: torch.Tensor, n: int = 2, shift: int = 1, flip: bool = False, cuto
     (grey, up to `cutout_size` of the side; 0 leaves it out). Like RandAugment in the paper's
     "random magnitude" variant; the affine operations are applied together, then the others."""
     _check_images(x)
-    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= len(OPS):
-        raise ValueError(f"n must be an int in [0, {len(OPS)}] (operations per image), got {n!r}")
-    if not 0 <= cutout_size <= 1:
-        raise ValueError(f"cutout_size must be in [0, 1], got {cutout_size!r}")
+    integer("n", n, 0, len(OPS))  # operations per image
+    real("cutout_size", cutout_size, 0, 1)
     out = weak(x, shift, flip, generator)
     if len(x) == 0:
         return out

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, TensorDataset
-from lablib.core.validate import positive_int
+from lablib.core.validate import positive_int, real
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SHAPE_CLASSES = ("circle", "square", "triangle")
@@ -93,8 +93,7 @@ def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
 def split(ds: ImageSet, val: float = 0.1, test: float = 0.2, seed: int = 0) -> Splits:
     """A seeded, stratified train/val/test split (each class split in the same proportions)."""
     for name, frac in (("val", val), ("test", test)):
-        if not 0 <= frac < 1:
-            raise ValueError(f"{name} must be a fraction in [0, 1), got {frac!r}")
+        real(name, frac, 0, 1, high_open=True)
     if val + test >= 1:
         raise ValueError(f"val + test must leave some training data, got {val} + {test}")
     rng = np.random.default_rng(seed)
@@ -110,8 +109,7 @@ def split(ds: ImageSet, val: float = 0.1, test: float = 0.2, seed: int = 0) -> S
 
 def partition(ds: ImageSet, fraction: float, seed: int = 0) -> tuple[ImageSet, ImageSet]:
     """Split `ds` in two disjoint parts, stratified by class: (the rest, `fraction` of it)."""
-    if not 0 < fraction < 1:
-        raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
+    real("fraction", fraction, 0, 1, low_open=True, high_open=True)
     parts = split(ds, val=fraction, test=0.0, seed=seed)
     return parts.train, parts.val
 

@@ -4,6 +4,7 @@ bf16 does not, and one training step the current way (`torch.autocast(device_typ
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lablib.core import bench, compat
+from lablib.core.validate import real
 from lablib.nets.train import autocast, optimizer_step, precision_dtype
 
 DEVICES = ("cpu", "cuda", "mps")
@@ -76,8 +78,7 @@ def underflow_fraction(grads: torch.Tensor, scale: float = 1.0, dtype="fp16") ->
     fp16's smallest positive number is about 6e-8 (normal: 6e-5); bf16 has fp32's range."""
     if not isinstance(grads, torch.Tensor) or not grads.is_floating_point():
         raise TypeError("grads must be a floating-point tensor")
-    if not scale > 0:
-        raise ValueError(f"scale must be > 0, got {scale!r}")
+    real("scale", scale, 0, math.inf, low_open=True, high_open=True)
     nonzero = grads != 0
     if not nonzero.any():
         return 0.0

@@ -27,7 +27,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
 from lablib.core import cache
-from lablib.core.validate import positive_int
+from lablib.core.validate import positive_int, real
 from lablib.nets import train
 
 # ---------------------------------------------------------------------------------------------
@@ -198,8 +198,7 @@ def sample(model: UNet2DModel, labels, scheduler: DDIMScheduler, *, steps: int =
     positive_int("steps", steps)
     positive_int("batch_size", batch_size)
     labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
-    if not guidance_scale >= 1:
-        raise ValueError(f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale!r}")
+    real("guidance_scale", guidance_scale, 1, math.inf, high_open=True)  # 1 = no guidance
     null = num_classes(model)
     _check_labels(labels, null)
     device = next(model.parameters()).device

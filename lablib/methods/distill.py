@@ -3,15 +3,18 @@ softened output distribution as well as (or instead of) the hard labels."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+
+from lablib.core.validate import real
 
 
 def soft_targets(teacher_logits: torch.Tensor, T: float = 2.0) -> torch.Tensor:
     """The teacher's probabilities at temperature T. T > 1 flattens them, so the student also
     sees how the teacher ranks the wrong classes ("this 7 looks a bit like a 1")."""
-    if not T > 0:
-        raise ValueError(f"T must be > 0, got {T!r}")
+    real("T", T, 0, math.inf, low_open=True, high_open=True)
     return F.softmax(teacher_logits.detach() / T, dim=1)
 
 
@@ -33,10 +36,8 @@ def distillation_loss(
     * targets = -1 marks an example without a label: it gets the soft term only, so one batch
       can mix a few labelled images with many unlabelled ones.
     """
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
-    if not T > 0:
-        raise ValueError(f"T must be > 0, got {T!r}")
+    real("alpha", alpha, 0, 1)
+    real("T", T, 0, math.inf, low_open=True, high_open=True)
     if student_logits.ndim != 2 or student_logits.shape != teacher_logits.shape:
         raise ValueError(
             f"student_logits and teacher_logits must both be (batch, classes), got "
@@ -59,8 +60,7 @@ def pseudo_labels(teacher_logits: torch.Tensor, threshold: float = 0.0) -> torch
     """Hard labels from a teacher: its top class where its probability reaches `threshold`,
     -1 (no label) elsewhere. threshold=0 labels everything; a high threshold keeps only the
     confident guesses (FixMatch builds on this)."""
-    if not 0 <= threshold <= 1:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+    real("threshold", threshold, 0, 1)
     if teacher_logits.ndim != 2:
         raise ValueError(f"teacher_logits must be (batch, classes), got {tuple(teacher_logits.shape)}")
     confidence, labels = F.softmax(teacher_logits.detach(), dim=1).max(dim=1)

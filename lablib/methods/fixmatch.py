@@ -29,15 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lablib.core.validate import positive_int
+from lablib.core.validate import positive_int, real
 from lablib.data import augment
 from lablib.nets.train import predict
 
 
 def check_tau(tau) -> float:
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau <= 1:
-        raise ValueError(f"tau (the confidence threshold) must be a probability in (0, 1], got {tau!r}")
-    return float(tau)
+    return real("tau", tau, 0, 1, low_open=True)  # the confidence threshold, a probability
 
 
 def check_mu(mu) -> int:
@@ -183,8 +181,7 @@ def mask_rate_curve(confidence: torch.Tensor, correct: torch.Tensor, taus) -> li
 def pick_tau(confidence: torch.Tensor, correct: torch.Tensor, taus, target: float = 0.99) -> float | None:
     """The smallest tau in `taus` whose kept pseudo-labels are at least `target` correct: as
     many pseudo-labels as possible at that purity. None when no tau reaches it."""
-    if not 0 < target <= 1:
-        raise ValueError(f"target must be an accuracy in (0, 1], got {target!r}")
+    real("target", target, 0, 1, low_open=True)  # an accuracy
     good = [r["tau"] for r in mask_rate_curve(confidence, correct, taus) if r["pseudo_acc"] >= target]
     return min(good) if good else None
 

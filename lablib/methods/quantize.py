@@ -49,9 +49,11 @@ def _check_scale(scale) -> None:
     """A scale is a positive number, or a tensor of positive numbers (one per channel)."""
     if isinstance(scale, bool) or not isinstance(scale, (int, float, torch.Tensor)):
         raise TypeError(f"scale must be a number or a tensor, got {type(scale).__name__}")
-    s = torch.as_tensor(scale)
-    if s.numel() == 0 or not bool((s > 0).all()):  # NaN fails `> 0` too
-        raise ValueError(f"scale must be > 0, got {scale!r}")
+    s = torch.as_tensor(scale, dtype=torch.float32)  # what the arithmetic will use
+    # NaN fails `> 0`; inf would send every value to 0; a scale float32 rounds to 0 divides by 0
+    if s.numel() == 0 or not bool(((s > 0) & s.isfinite()).all()):
+        raise ValueError(f"scale must be a positive finite number (float32: at least "
+                         f"{torch.finfo(torch.float32).tiny:.1e}), got {scale!r}")
 
 
 def quantize_tensor(x: torch.Tensor, scale, zero_point: int = 0, bits: int = 8) -> torch.Tensor:

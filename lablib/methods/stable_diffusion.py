@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from lablib.core import config
-from lablib.core.validate import positive_int
+from lablib.core.validate import positive_int, real
 
 # The tiny tokenizer's vocabulary: one token per character, as a word's inner or final ("</w>")
 # piece, so any lower-case prompt tokenizes without a single merge rule.
@@ -135,8 +136,7 @@ def generate_folder(pipe, prompts: dict[str, str], root, *, per_class: int, step
         raise ValueError("prompts must be a non-empty dict of class name -> prompt")
     positive_int("per_class", per_class)
     positive_int("steps", steps)
-    if not guidance_scale >= 0:
-        raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale!r}")
+    real("guidance_scale", guidance_scale, 0, math.inf, high_open=True)
     for name, prompt in prompts.items():
         # a class name becomes a folder under root: it must not climb out of it
         if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):

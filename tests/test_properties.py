@@ -1,0 +1,264 @@
+"""Property-based tests (hypothesis) over lablib's public API.
+
+Two kinds of property:
+- bad input: for any value a careless learner might pass to an argument, a function either
+  accepts it (and then the value was valid) or raises ValueError/TypeError naming the argument;
+  never a traceback from deep inside torch, never a silently wrong result;
+- results: for generated valid inputs, what a function returns obeys the rule it stands for
+  (a quantized value is on the grid, a mask prunes exactly the smallest weights, a split is
+  disjoint and stratified...).
+Every test runs with HOME and TMPDIR pointed at empty folders and checks afterwards that
+nothing was written outside the project's data/ and results/.
+"""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from lablib.core import bench, cache, checks, config, results, validate, viz
+from lablib.data import augment, datasets
+from lablib.methods import amp, distill, fixmatch, pruning, quantize
+
+# Reproducible in CI: the same examples every run, no example database written to the project.
+settings.register_profile("lablib", max_examples=60, deadline=None, derandomize=True, database=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture])
+settings.load_profile("lablib")
+
+
+@pytest.fixture(autouse=True)
+def writes_stay_inside(tmp_path, monkeypatch):
+    """HOME and TMPDIR are empty folders during the test and must still be empty after it; the
+    project (LAB_ROOT, set by conftest.py) gains nothing but data/ and results/."""
+    home, tmp = tmp_path / "home", tmp_path / "tmpdir"
+    home.mkdir()
+    tmp.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    before = set(os.listdir(tmp_path))
+    yield
+    assert not any(home.iterdir()), f"wrote into the home folder: {list(home.iterdir())}"
+    assert not any(tmp.iterdir()), f"left files in TMPDIR: {list(tmp.iterdir())}"
+    new = set(os.listdir(tmp_path)) - before
+    assert new <= {"data", "results"}, f"wrote outside data/ and results/: {sorted(new)}"
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+# Anything a learner might type: numbers of every kind (NaN, inf, huge, negative), bools,
+# strings (digits too), None, containers.
+anything = st.one_of(
+    st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
+    st.text(max_size=5), st.none(), st.lists(st.integers(0, 3), max_size=3),
+    st.sampled_from(["3", "0.5", "nan", "", "-1", "²"]),
+)
+
+DS = datasets.ImageSet(torch.rand(12, 1, 4, 4), torch.arange(12) % 3, ["a", "b", "c"])
+W = torch.randn(4, 8)
+X = torch.rand(2, 3, 8, 8)
+
+
+def is_int(v, low=None, high=None) -> bool:
+    return (isinstance(v, int) and not isinstance(v, bool)
+            and (low is None or v >= low) and (high is None or v <= high))
+
+
+def is_real(v, low=-math.inf, high=math.inf, low_open=False, high_open=False) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+        return False
+    return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+
+
+# (what is called, the argument's name, call(value), is the value valid?)
+ARGUMENTS = [
+    ("validate.positive_int", "count", lambda v: validate.positive_int("count", v), lambda v: is_int(v, 1)),
+    ("config.seed_everything", "seed", config.seed_everything, lambda v: is_int(v, 0)),
+    ("datasets.loader", "batch_size", lambda v: datasets.loader(DS, batch_size=v), lambda v: is_int(v, 1)),
+    ("datasets.split", "val", lambda v: datasets.split(DS, val=v, test=0.2), lambda v: is_real(v, 0, 0.8, high_open=True)),
+    ("datasets.partition", "fraction", lambda v: datasets.partition(DS, fraction=v),
+     lambda v: is_real(v, 0, 1, low_open=True, high_open=True)),
+    ("datasets.shapes", "n", lambda v: datasets.shapes(n=v if not is_int(v) or v < 30 else 30, size=8),
+     lambda v: is_int(v, 1)),
+    ("augment.weak", "shift", lambda v: augment.weak(X, shift=v), lambda v: is_int(v, 0, 7)),
+    ("augment.cutout", "size", lambda v: augment.cutout(X, size=v), lambda v: is_real(v, 0, 1, low_open=True)),
+    ("quantize.quantize_tensor", "scale", lambda v: quantize.quantize_tensor(W, v),
+     lambda v: is_real(v, torch.finfo(torch.float32).tiny, torch.finfo(torch.float32).max)),
+    ("quantize.quantize_tensor", "bits", lambda v: quantize.quantize_tensor(W, 0.1, bits=v), lambda v: is_int(v, 2, 16)),
+    ("quantize.quantize_tensor", "zero_point", lambda v: quantize.quantize_tensor(W, 0.1, zero_point=v),
+     lambda v: is_int(v, -128, 127)),
+    ("quantize.symmetric_scale", "bits", lambda v: quantize.symmetric_scale(W, bits=v), lambda v: is_int(v, 2, 16)),
+    ("quantize.fake_quantize", "bits", lambda v: quantize.fake_quantize(W, bits=v), lambda v: is_int(v, 2, 16)),
+    ("pruning.l1_mask", "amount", lambda v: pruning.l1_mask(W, v), lambda v: is_real(v, 0, 1)),
+    ("pruning.nm_mask", "n", lambda v: pruning.nm_mask(W, n=v, m=4), lambda v: is_int(v, 0, 4)),
+    ("distill.soft_targets", "T", lambda v: distill.soft_targets(W, T=v),
+     lambda v: is_real(v, 0, math.inf, low_open=True, high_open=True)),
+    ("distill.pseudo_labels", "threshold", lambda v: distill.pseudo_labels(W, v), lambda v: is_real(v, 0, 1)),
+    ("fixmatch.check_tau", "tau", fixmatch.check_tau, lambda v: is_real(v, 0, 1, low_open=True)),
+    ("fixmatch.check_mu", "mu", fixmatch.check_mu, lambda v: is_int(v, 1)),
+    ("bench.verdict", "ratio", lambda v: bench.verdict(v), lambda v: is_real(v, 0, math.inf, low_open=True)),
+    ("bench.verdict", "margin", lambda v: bench.verdict(2.0, margin=v), lambda v: is_real(v, 1, math.inf, low_open=True)),
+    ("cache.cache_folder", "name", lambda v: cache.cache_folder(v, {}),
+     lambda v: isinstance(v, str) and v.isprintable() and v != "" and Path(v).name == v and not v.startswith(".")),
+    ("cache.write_atomic", "text", lambda v: cache.write_atomic(config.data_dir() / "t.txt", v), lambda v: isinstance(v, str)),
+]
+
+
+@pytest.mark.parametrize("what, arg, call, valid", ARGUMENTS, ids=[f"{a[0]}:{a[1]}" for a in ARGUMENTS])
+@settings(max_examples=40)
+@given(value=anything)
+def test_bad_input_is_refused_by_name(what, arg, call, valid, value):
+    try:
+        call(value)
+    except (ValueError, TypeError) as e:
+        assert not valid(value), f"{what} refused the valid {arg}={value!r}: {e}"
+        assert arg in str(e), f"{what}({arg}={value!r}) raised an error that does not name {arg}: {e}"
+        return
+    assert valid(value), f"{what} silently accepted {arg}={value!r}"
+
+
+# --- results ---------------------------------------------------------------------------------
+
+floats32 = st.floats(width=32, allow_nan=True, allow_infinity=True)
+
+
+@given(st.lists(floats32, min_size=1, max_size=64))
+def test_round_to_bf16_is_the_bf16_cast(values):
+    x = torch.tensor(values, dtype=torch.float32)
+    got, want = amp.round_to_bf16(x), x.to(torch.bfloat16).float()
+    assert torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(got[~got.isnan()], want[~want.isnan()])
+
+
+@given(st.lists(st.floats(-100, 100, width=32), min_size=1, max_size=64),
+       st.floats(1e-3, 10), st.integers(2, 16), st.data())
+def test_quantize_lands_on_the_grid_and_round_trips_within_half_a_step(values, scale, bits, data):
+    zero_point = data.draw(st.integers(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1))
+    x = torch.tensor(values)
+    q = quantize.quantize_tensor(x, scale, zero_point, bits)
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    assert torch.equal(q, q.round()) and q.min() >= lo and q.max() <= hi
+    back = quantize.dequantize(q, scale, zero_point)
+    inside = (x >= (lo - zero_point) * scale) & (x <= (hi - zero_point) * scale)  # not clipped
+    assert ((back - x)[inside].abs() <= scale / 2 * (1 + 1e-5) + 1e-6).all()
+
+
+@given(st.integers(1, 40), st.floats(0, 0.99))
+def test_l1_mask_prunes_exactly_the_smallest_weights(n, amount):
+    w = torch.randn(n, generator=torch.Generator().manual_seed(n))
+    mask = pruning.l1_mask(w, amount)
+    pruned = mask == 0
+    assert pruned.sum().item() == round(amount * n)
+    if pruned.any() and (~pruned).any():
+        assert w[pruned].abs().max() <= w[~pruned].abs().min()
+
+
+@given(st.integers(1, 6), st.integers(1, 5), st.data())
+def test_nm_mask_keeps_n_in_every_group_of_m(rows, groups, data):
+    m = data.draw(st.integers(1, 6))
+    n = data.draw(st.integers(0, m))
+    w = torch.randn(rows, groups * m, generator=torch.Generator().manual_seed(rows * 31 + m))
+    mask = pruning.nm_mask(w, n=n, m=m)
+    assert (mask.reshape(rows, groups, m).sum(-1) == n).all()
+
+
+@given(st.lists(st.integers(0, 2), min_size=3, max_size=60), st.floats(0, 0.45), st.floats(0, 0.45), st.integers(0, 9))
+def test_split_is_disjoint_complete_and_keeps_every_label(labels, val, test, seed):
+    y = torch.tensor(labels)
+    x = torch.arange(len(y), dtype=torch.float32).reshape(-1, 1, 1, 1)  # each image is its own index
+    parts = datasets.split(datasets.ImageSet(x, y, ["a", "b", "c"]), val=val, test=test, seed=seed)
+    ids = [p.x.flatten().long().tolist() for p in (parts.train, parts.val, parts.test)]
+    assert sorted(sum(ids, [])) == list(range(len(y))), "an image was lost or duplicated"
+    for p in (parts.train, parts.val, parts.test):
+        assert torch.equal(p.y, y[p.x.flatten().long()]), "an image changed label"
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), max_size=50))
+def test_confusion_counts_every_pair_once(pairs):
+    y_true = [t for t, _ in pairs]
+    y_pred = [p for _, p in pairs]
+    m = viz.confusion(y_true, y_pred, list("abcd")).matrix
+    assert m.sum().item() == len(pairs)
+    assert m.trace().item() == sum(t == p for t, p in pairs)
+    for t, p in set(pairs):
+        assert m[t, p].item() == pairs.count((t, p))
+
+
+@given(st.lists(st.integers(-3, 6), min_size=1, max_size=10))
+def test_confusion_refuses_labels_outside_the_classes(labels):
+    assume(min(labels) < 0 or max(labels) >= 4)
+    with pytest.raises(ValueError, match="y_true"):
+        viz.confusion(labels, [0] * len(labels), list("abcd"))
+
+
+@given(st.lists(st.floats(-50, 50), min_size=2, max_size=10), st.floats(0.1, 20))
+def test_soft_targets_are_probabilities_ordered_like_the_logits(logits, T):
+    p = distill.soft_targets(torch.tensor([logits]), T=T)[0]
+    assert torch.isclose(p.sum(), torch.tensor(1.0), atol=1e-5) and (p >= 0).all()
+    order = torch.tensor(logits).argsort()
+    assert (p[order].diff() >= -1e-7).all()
+
+
+@given(st.lists(st.one_of(st.floats(-1e3, 1e3), st.just(math.nan)), min_size=1, max_size=8), st.floats(0, 1e-2))
+def test_difference_says_none_exactly_when_the_values_are_close(values, nudge):
+    expected = torch.tensor(values, dtype=torch.float64)
+    got = expected + nudge
+    close = torch.allclose(got, expected, atol=1e-5, rtol=1e-4, equal_nan=True)
+    assert (checks.difference(got, expected) is None) == close
+
+
+@given(st.text(max_size=200))
+def test_write_atomic_round_trips_any_text_and_leaves_nothing_behind(text):
+    path = config.data_dir() / "note.txt"
+    cache.write_atomic(path, text)
+    assert path.read_text(encoding="utf-8") == text
+    assert [p.name for p in path.parent.iterdir()] == ["note.txt"]
+
+
+@given(st.text(min_size=1, max_size=20))
+def test_cache_folder_names_never_leave_the_cache(name):
+    try:
+        folder = cache.cache_folder(name, {"k": 1})
+    except ValueError as e:
+        assert "name" in str(e)
+        return
+    root = (config.data_dir() / "cache").resolve()
+    assert folder.resolve().parent == root
+
+
+metric_values = st.one_of(st.integers(-10**9, 10**9), st.floats(allow_nan=False, allow_infinity=False),
+                          st.booleans(), st.text(max_size=10))
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=8), metric_values, min_size=1, max_size=5))
+def test_record_round_trips_its_metrics(metrics):
+    results.record(metrics, lab="99_probe", scale="smoke")
+    saved = results.load_records("smoke")["99_probe"]
+    assert saved["metrics"] == json.loads(json.dumps(metrics))
+
+
+@given(st.integers(0, 10**6), st.floats(0.01, 1.0), st.sampled_from(["L", "RGB", "RGBA", "P", "I;16", "F"]))
+def test_image_folder_reads_every_mode_at_its_values(seed, level, mode):
+    rng = np.random.default_rng(seed)
+    root = config.data_dir() / "imgs"
+    (root / "c").mkdir(parents=True, exist_ok=True)
+    grey = (rng.random((6, 6)) * level).astype(np.float32)  # values in [0, level]
+    if mode == "F":
+        img, want = Image.fromarray(grey, "F"), grey
+    elif mode == "I;16":
+        raw = np.round(grey * 65535).astype(np.uint16)
+        img, want = Image.fromarray(raw), raw / 65535
+    else:
+        raw = np.round(grey * 255).astype(np.uint8)
+        img, want = Image.fromarray(raw, "L").convert(mode), raw / 255
+    img.save(root / "c" / ("x.tiff" if mode == "F" else "x.png"))
+    ds = datasets.image_folder(root, size=6, channels=1)
+    assert np.allclose(ds.x[0, 0].numpy(), want, atol=1.5 / 255), f"mode {mode} read wrongly"
+    for f in (root / "c").iterdir():
+        f.unlink()
