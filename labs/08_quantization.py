@@ -173,12 +173,17 @@ def random_scale(g):
     return float(0.01 + torch.rand(1, generator=g))
 
 
-def random_zero_point(g):
-    return int(torch.randint(-8, 9, (1,), generator=g))
+def random_zero_point(g, bits=8):
+    half = 2 ** (bits - 1)  # a zero point is itself a value of the grid: [-half, half - 1]
+    return int(torch.randint(-min(half, 8), min(half, 8), (1,), generator=g))
 
 
-checks.agrees(quant, reference=quantize.quantize_tensor,
-              make_inputs=lambda g: (random_tensor(g), random_scale(g), random_zero_point(g), random_bits(g)))
+def quant_inputs(g):
+    bits = random_bits(g)
+    return random_tensor(g), random_scale(g), random_zero_point(g, bits), bits
+
+
+checks.agrees(quant, reference=quantize.quantize_tensor, make_inputs=quant_inputs)
 checks.agrees(dequant, reference=quantize.dequantize,
               make_inputs=lambda g: (torch.round(random_tensor(g)).requires_grad_(), random_scale(g), random_zero_point(g)))
 checks.agrees(fake_quant, reference=quantize.fake_quantize,
