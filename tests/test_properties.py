@@ -14,6 +14,7 @@ nothing was written outside the project's data/ and results/.
 import json
 import math
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -33,17 +34,31 @@ settings.register_profile("lablib", max_examples=60, deadline=None, derandomize=
 settings.load_profile("lablib")
 
 
+HANG_S = 120  # a whole test (all its examples) taking longer than this counts as a hang
+
+
 @pytest.fixture(autouse=True)
 def writes_stay_inside(tmp_path, monkeypatch):
     """HOME and TMPDIR are empty folders during the test and must still be empty after it; the
-    project (LAB_ROOT, set by conftest.py) gains nothing but data/ and results/."""
+    project (LAB_ROOT, set by conftest.py) gains nothing but data/ and results/. A test that
+    hangs fails after HANG_S seconds instead of blocking the suite."""
     home, tmp = tmp_path / "home", tmp_path / "tmpdir"
     home.mkdir()
     tmp.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("TMPDIR", str(tmp))
     before = set(os.listdir(tmp_path))
-    yield
+
+    def hung(signum, frame):
+        raise TimeoutError(f"a call hung: no answer within {HANG_S} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(HANG_S)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     assert not any(home.iterdir()), f"wrote into the home folder: {list(home.iterdir())}"
     assert not any(tmp.iterdir()), f"left files in TMPDIR: {list(tmp.iterdir())}"
     new = set(os.listdir(tmp_path)) - before
