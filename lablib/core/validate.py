@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from pathlib import Path
 
 
@@ -37,6 +38,13 @@ def real(name: str, value, low: float = -math.inf, high: float = math.inf, *,
         interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
     return v
+
+
+def path(name: str, value) -> Path:
+    """`value` as a Path when it is a str or os.PathLike (not empty), else a TypeError naming `name`."""
+    if not isinstance(value, (str, os.PathLike)) or str(value) == "":
+        raise TypeError(f"{name} must be a path (str or Path), got {type(value).__name__} {value!r}")
+    return Path(value)
 
 
 def existing_file(path, name: str = "path") -> Path:
