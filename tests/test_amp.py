@@ -179,3 +179,32 @@ def test_round_to_bf16_keeps_every_nan_a_nan():
     assert torch.isnan(out).all(), out
     assert torch.equal(torch.signbit(out), torch.signbit(x))
     assert torch.equal(out.view(torch.int32) & 0xFFFF, torch.zeros(len(patterns), dtype=torch.int32))
+
+
+def _step_inputs():
+    model = models.SmallCNN(width=4)
+    return model, torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3]), torch.optim.SGD(model.parameters(), 0.1)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "name"),
+    [
+        (lambda m, x, y, o: amp.autocast_dtypes(m, torch.randn(4, 3, 8, 8), "cpu", "bf16"), ValueError, "x"),
+        (lambda m, x, y, o: amp.autocast_dtypes(m, x, "cpu", "bf16", y=torch.zeros(5, dtype=torch.long)), ValueError, "y"),
+        (lambda m, x, y, o: amp.autocast_dtypes(m, x, "gpu", "bf16"), ValueError, "device"),
+        (lambda m, x, y, o: amp.train_step(m, None, y, o, compat.grad_scaler("cpu"), "cpu", "bf16"), TypeError, "x"),
+        (lambda m, x, y, o: amp.train_step(m, x, y.float(), o, compat.grad_scaler("cpu"), "cpu", "bf16"), TypeError, "y"),
+        (lambda m, x, y, o: amp.train_step(m, x, y, None, compat.grad_scaler("cpu"), "cpu", "bf16"), TypeError, "opt"),
+        (lambda m, x, y, o: amp.train_step(m, x, y, o, None, "cpu", "bf16"), TypeError, "scaler"),
+        (lambda m, x, y, o: amp.train_step(m, x, y, o, compat.grad_scaler("cpu"), "gpu", "bf16"), ValueError, "device"),
+        (lambda m, x, y, o: amp.step_fn(m, x, y, "cpu", "fp32", lr=-1.0), ValueError, "lr"),
+        (lambda m, x, y, o: amp.step_fn(m, x, y, "cpu", "fp32", lr=float("nan")), ValueError, "lr"),
+        (lambda m, x, y, o: amp.step_fn(m, x, None, "cpu", "fp32"), TypeError, "y"),
+    ],
+)
+def test_bad_batches_and_steps_raise_errors_naming_the_argument(call, error, name):
+    model, x, y, opt = _step_inputs()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(error, match=rf"\b{name}\b"):
+        call(model, x, y, opt)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # no step taken

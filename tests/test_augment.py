@@ -109,3 +109,16 @@ def test_kornia_rand_augment_1_channel_matches_grey_rgb():
 def test_bad_input(call, word):
     with pytest.raises((ValueError, TypeError), match=word):
         call()
+
+
+@pytest.mark.parametrize("fn, kwargs, word", [
+    (augment.weak, {"flip": "yes"}, "flip"),
+    (augment.rand_augment, {"n": "x"}, "n"),
+    (augment.rand_augment, {"n": 0}, "n"),
+    (augment.rand_augment, {"m": float("nan")}, "m"),
+    (augment.rand_augment, {"m": 30}, "m"),
+    (augment.rand_augment, {"seed": "1"}, "seed"),
+])
+def test_bad_arguments_are_named(fn, kwargs, word):
+    with pytest.raises((ValueError, TypeError), match=word):
+        fn(_images(), **kwargs)

@@ -103,3 +103,43 @@ def _current_umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@pytest.mark.parametrize("call, word", [
+    (lambda w: cache.write_atomic(None, "x"), "path"),
+    (lambda w: cache.write_folder(w / "f", None), "write"),
+    (lambda w: cache.write_folder(w / "f", 123), "write"),
+    (lambda w: cache.write_folder(None, lambda tmp: None), "folder"),
+    (lambda w: cache.is_complete(None), "folder"),
+    (lambda w: cache.is_complete(123), "folder"),
+    (lambda w: cache.cache_folder("p", {1: 2, "1": 3}), "settings"),
+])
+def test_bad_arguments_are_named(where, call, word):
+    with pytest.raises(TypeError, match=word):
+        call(where)
+    assert not (where / "f").exists()
+
+
+def test_fingerprint_reads_any_dtype_and_needs_a_tensor():
+    with pytest.raises(ValueError, match="tensors"):
+        cache.fingerprint()
+    x = torch.rand(3)
+    assert cache.fingerprint(x.bfloat16()) != cache.fingerprint((x + 1).bfloat16())
+    assert cache.fingerprint(x.bfloat16()) == cache.fingerprint(x.bfloat16().clone())
+    # keys already on disk stay valid: a float tensor hashes as its raw bytes did before
+    import hashlib
+    assert cache.fingerprint(x) == hashlib.sha256(x.numpy().tobytes()).hexdigest()[:12]
+
+
+def test_cache_key_sees_every_element_of_a_big_tensor(_isolated):
+    import numpy as np
+
+    data = torch.arange(5000)
+    other = data.clone()
+    other[2500] = -1  # str() of a 5000-element tensor elides the middle
+    assert cache.cache_folder("p", {"data": data}) != cache.cache_folder("p", {"data": other})
+    assert cache.cache_folder("p", {"data": data.numpy()}) != cache.cache_folder("p", {"data": other.numpy()})
+    assert cache.cache_folder("p", {"data": data}) == cache.cache_folder("p", {"data": data.clone()})
+    assert cache.cache_folder("p", {"data": np.arange(5)[::-1]}).name.startswith("p-")
+    # settings without tensors keep the key they always had
+    assert cache.cache_folder("p", {"a": 1, "w": [32, 64]}).name == "p-e913e6a1a7ad"

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -270,3 +272,28 @@ def test_bad_arguments():
         checks.answer("not a name", 1)
     with pytest.raises(TypeError, match="@exercise"):
         checks.exercise(3)
+
+
+@pytest.mark.parametrize("call, error, word", [
+    (lambda: checks.check_function(_ref, _ref, _make, atol=-1.0), ValueError, "atol"),
+    (lambda: checks.check_function(_ref, _ref, _make, seed="0"), TypeError, "seed"),
+    (lambda: checks.check_function(_ref, _ref, _make, name=123), TypeError, "name"),
+    (lambda: checks.check_module(Block(), Block(), lambda g: torch.randn(1, 4, 3, 3), rtol=-1.0), ValueError, "rtol"),
+    (lambda: checks.check_value(1.0, 1.0, atol=-1.0), ValueError, "atol"),
+    (lambda: checks.check_value(1.0, 1.0, atol=math.nan), ValueError, "atol"),
+    (lambda: checks.check_value(1.0, 1.0, rtol="x"), TypeError, "rtol"),
+    (lambda: checks.check_value(1.0, 1.0, name=123), TypeError, "name"),
+    (lambda: checks.difference(torch.ones(2), torch.ones(2), atol=-1.0), ValueError, "atol"),
+    (lambda: checks.difference(torch.ones(2), torch.ones(2), rtol=-1.0), ValueError, "rtol"),
+    (lambda: checks.difference(1.0, 1.0, atol="x"), TypeError, "atol"),
+    (lambda: checks.exercise(123), TypeError, "fn"),
+    (lambda: checks.exercise(None), TypeError, "fn"),
+])
+def test_bad_check_arguments_are_named(call, error, word):
+    with pytest.raises(error, match=word):
+        call()
+    assert not checks.VERDICTS  # refused before judging anything
+
+
+def test_zero_tolerances_are_allowed():  # lab 04 checks an exact answer
+    assert checks.check_value(1.0, 1.0, atol=0.0, rtol=0.0, quiet=True)

@@ -1,3 +1,6 @@
+import io
+import os
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -122,6 +125,58 @@ def test_show_prints_source_with_location(capsys):
     assert "class SmallCNN" in source(models.SmallCNN)
     with pytest.raises(TypeError, match="show"):
         source(3)
+
+
+@pytest.mark.parametrize("obj", [123, None, len])
+def test_show_names_obj(obj):
+    with pytest.raises(TypeError, match="obj must be"):
+        source(obj)
+    with pytest.raises(TypeError, match="obj must be"):
+        show(obj)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: compat.version_tuple(None), "version"),
+    (lambda: compat.grad_scaler("gpu"), "device"),
+    (lambda: compat.grad_scaler(1), "device"),
+    (lambda: compat.grad_scaler("cpu", enabled="no"), "enabled"),
+    (lambda: compat.torch_load(None), "path"),
+])
+def test_compat_refuses_bad_input_naming_the_argument(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+def _fifo(p):
+    os.mkfifo(p)
+    return p
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: p,  # missing
+    lambda p: p.write_bytes(b"") and p or p,  # empty
+    lambda p: p.write_text("not a checkpoint") and p,
+    lambda p: p.write_bytes(_checkpoint_bytes()[:100]) and p,  # truncated
+    _fifo,  # would block the read forever
+], ids=["missing", "empty", "text", "truncated", "fifo"])
+def test_torch_load_names_a_bad_file(tmp_path, make):
+    path = make(tmp_path / "weights.pt")
+    with pytest.raises(ValueError, match="weights.pt"):
+        compat.torch_load(path)
+
+
+def _checkpoint_bytes():
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(3)}, buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("map_location, error", [("gpu", ValueError), (5, TypeError)])
+def test_torch_load_checks_map_location(tmp_path, map_location, error):
+    (tmp_path / "w.pt").write_bytes(_checkpoint_bytes())
+    with pytest.raises(error, match="map_location"):
+        compat.torch_load(tmp_path / "w.pt", map_location=map_location)
+    assert torch.equal(compat.torch_load(tmp_path / "w.pt", map_location=torch.device("cpu"))["w"], torch.ones(3))
 
 
 def test_int8_dynamic_quantizes_linear_layers_or_says_why():

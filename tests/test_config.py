@@ -152,3 +152,61 @@ def test_torch_compiler_cache_stays_in_data(tmp_path):
     out = subprocess.run([sys.executable, "-c", "import os, lablib.core.config; print(os.environ['TORCHINDUCTOR_CACHE_DIR'])"],
                          env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert out == str(tmp_path / "data" / "cache" / "torchinductor")
+
+
+# --- bad input: a clear error naming the argument or the environment variable -----------------
+
+
+@pytest.mark.parametrize("var, value, call", [
+    ("LAB_NAME", "lab", config.lab_name),
+    ("LAB_NAME", "Lab 1", config.lab_name),
+    ("LAB_DEVICE", "gpu", config.device),
+    ("LAB_DEVICE", "cuda", config.device),
+])
+def test_a_bad_environment_variable_is_named(monkeypatch, var, value, call):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ValueError, match=f"{var}='{value}'"):
+        call()
+
+
+def test_lab_name_override_may_be_a_notebook_file(monkeypatch):
+    monkeypatch.setenv("LAB_NAME", "05_fixmatch-Copy1.ipynb")
+    assert config.lab_name() == "05_fixmatch"
+
+
+def test_lab_root_expands_home_and_must_be_a_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("LAB_ROOT", "~/lab-root")
+    assert config.project_root() == tmp_path / "lab-root"
+    (tmp_path / "root.txt").write_text("")
+    monkeypatch.setenv("LAB_ROOT", str(tmp_path / "root.txt"))
+    with pytest.raises(ValueError, match="LAB_ROOT"):
+        config.project_root()
+
+
+@pytest.mark.parametrize("call, error, word", [
+    (lambda: config.device(1), TypeError, "prefer"),
+    (lambda: config.seed_everything(2**64), ValueError, "seed"),
+    (lambda: config.seed_everything("0"), TypeError, "seed"),
+    (lambda: config.seed_everything(True), TypeError, "seed"),
+    (lambda: config.lab_sources(123), TypeError, "labs_dir"),
+])
+def test_config_rejects_bad_arguments(call, error, word):
+    with pytest.raises(error, match=word):
+        call()
+
+
+def test_lab_sources_refuses_a_labs_dir_that_is_not_a_folder(tmp_path):
+    (tmp_path / "labs.txt").write_text("")
+    for bad in (tmp_path / "nope", tmp_path / "labs.txt"):
+        with pytest.raises(ValueError, match="labs_dir"):
+            config.lab_sources(bad)
+
+
+@pytest.mark.parametrize("checks", ["abc", [None], 5])
+def test_print_report_needs_a_list_of_requirements(checks):
+    from lablib.core import env
+
+    with pytest.raises(TypeError, match="checks"):
+        env.print_report(checks)

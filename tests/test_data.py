@@ -171,3 +171,46 @@ def test_image_folder_skips_fifos_and_names_unreadable_files(tmp_path):
     (tmp_path / "a" / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(ValueError, match="broken.png.*cannot be read"):
         datasets.image_folder(tmp_path, size=8)
+
+
+def _set(n=12, k=3):
+    return datasets.ImageSet(torch.rand(n, 1, 8, 8), torch.arange(n) % k, [f"c{i}" for i in range(k)])
+
+
+@pytest.mark.parametrize("make, word", [
+    (lambda: datasets.ImageSet(torch.rand(3, 1, 4, 4) * 255, torch.zeros(3, dtype=torch.long), ["a"]), "x"),
+    (lambda: datasets.ImageSet(torch.full((3, 1, 4, 4), float("nan")), torch.zeros(3, dtype=torch.long), ["a"]), "x"),
+    (lambda: datasets.ImageSet(torch.rand(3, 1, 4, 4), torch.zeros(3, dtype=torch.long), ["a", "a"]), "classes"),
+    (lambda: _set().subset([0.5]), "index"),
+    (lambda: _set().subset("a"), "index"),
+    (lambda: _set().subset([True, False]), "index"),
+    (lambda: datasets.split(None), "ds"),
+    (lambda: datasets.split(torch.utils.data.TensorDataset(torch.rand(4, 1, 4, 4))), "ds"),
+    (lambda: datasets.split(_set(), seed=-1), "seed"),
+    (lambda: datasets.labelled_split(None, 2), "ds"),
+    (lambda: datasets.digits(seed=-1), "seed"),
+    (lambda: datasets.shapes(n=6, size=None), "size"),
+    (lambda: datasets.shapes(n=6, size=8, classes=("circle", "circle")), "classes"),
+    (lambda: datasets.shapes(n=6, size=8, seed=-1), "seed"),
+    (lambda: datasets.image_folder(None), "root"),
+    (lambda: datasets.loader(None), "ds"),
+    (lambda: datasets.loader(torch.utils.data.TensorDataset(torch.rand(0, 2)), shuffle=True), "ds"),
+    (lambda: datasets.loader(_set(), shuffle=True, seed=-1), "seed"),
+])
+def test_bad_arguments_are_named(make, word):
+    with pytest.raises((ValueError, TypeError), match=word):
+        make()
+
+
+def test_subset_takes_a_bool_mask_and_an_empty_index():
+    ds = _set()
+    mask = torch.arange(12) % 2 == 0
+    assert torch.equal(ds.subset(mask).x, ds.x[::2]) and torch.equal(ds.subset(mask.tolist()).y, ds.y[::2])
+    assert len(ds.subset([])) == 0 and len(ds.subset(np.array([1, 2]))) == 2
+
+
+def test_image_folder_rejects_an_empty_class_list(tmp_path):
+    (tmp_path / "a").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "a" / "x.png")
+    with pytest.raises(ValueError, match="classes"):
+        datasets.image_folder(tmp_path, size=8, classes=[])

@@ -151,7 +151,7 @@ def test_batches_rejects_bad_input():
         diffusion.batches(images, labels[:2])
     with pytest.raises(ValueError, match="class id 2 is unknown"):
         diffusion.batches(images, labels, num_classes=2)
-    with pytest.raises(ValueError, match="seed"):
+    with pytest.raises(TypeError, match="seed"):
         diffusion.batches(images, labels, seed=1.5)
 
 
@@ -358,3 +358,120 @@ def test_generate_folder_writes_a_loadable_image_folder(pipe, tmp_path):
         with pytest.raises(ValueError, match="plain folder name"):
             stable_diffusion.generate_folder(pipe, {name: "x"}, tmp_path / "root", per_class=1, steps=1)
     assert not (tmp_path / "escape").exists() and not (tmp_path / "root").exists()
+
+
+# --- bad input: a clear error naming the argument ---------------------------------------------
+
+
+def _bad_diffusion_calls(unet):
+    train_sched, sampler = diffusion.make_schedulers()
+    x, eps = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
+    imgs, two = torch.rand(6, 1, 8, 8), torch.arange(6) % 2
+    return [
+        (lambda: diffusion.make_unet(image_size=8, widths=(8, 12)), ValueError, "widths"),
+        (lambda: diffusion.make_unet(image_size=8, widths=(0, 8)), ValueError, "widths"),
+        (lambda: diffusion.make_unet(image_size=8, widths=(8,)), ValueError, "widths"),
+        (lambda: diffusion.make_schedulers(beta_schedule="cosine"), ValueError, "beta_schedule"),
+        (lambda: diffusion.num_classes(torch.nn.Linear(2, 2)), TypeError, "model"),
+        (lambda: diffusion.to_model_range(None), TypeError, "images"),
+        (lambda: diffusion.to_model_range([0.0, 1.0]), TypeError, "images"),
+        (lambda: diffusion.to_model_range(torch.arange(4, dtype=torch.uint8)), TypeError, "images"),
+        (lambda: diffusion.to_model_range(imgs * 255), ValueError, "images"),
+        (lambda: diffusion.to_image_range(None), TypeError, "x"),
+        (lambda: diffusion.add_noise(None, x, 0.5), TypeError, "x0"),
+        (lambda: diffusion.add_noise(imgs, torch.randn(6, 1, 8, 8), torch.rand(3)), ValueError, "alpha_bar"),
+        (lambda: diffusion.add_noise(x, eps, torch.tensor([1.5, 0.5])), ValueError, "alpha_bar"),
+        (lambda: diffusion.add_noise(x, eps, -0.5), ValueError, "alpha_bar"),
+        (lambda: diffusion.add_noise(x, eps, float("nan")), ValueError, "alpha_bar"),
+        (lambda: diffusion.add_noise(x, eps, None), TypeError, "alpha_bar"),
+        (lambda: diffusion.ddpm_loss(unet, torch.rand(2, 3, 8, 8), torch.tensor([0, 1]), train_sched),
+         ValueError, "x0"),
+        (lambda: diffusion.ddpm_loss(unet, torch.rand(2, 1, 8, 8), torch.tensor([5, 0]), train_sched),
+         ValueError, "labels"),
+        (lambda: diffusion.ddpm_loss(unet, torch.rand(2, 1, 8, 8), torch.tensor([0.5, 0.0]), train_sched),
+         TypeError, "labels"),
+        (lambda: diffusion.ddpm_loss(unet, torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), None), TypeError, "scheduler"),
+        (lambda: diffusion.batches(None, two), TypeError, "images"),
+        (lambda: diffusion.batches(imgs, two.float() + 0.5), TypeError, "labels"),
+        (lambda: diffusion.batches(imgs * 255, two), ValueError, "images"),
+        (lambda: diffusion.batches(imgs, two, seed=-1), ValueError, "seed"),
+        (lambda: diffusion.warmup_cosine(1, 0), ValueError, "total"),
+        (lambda: diffusion.warmup_cosine(1, -1), ValueError, "total"),
+        (lambda: diffusion.warmup_cosine(1, "10"), ValueError, "total"),
+        (lambda: diffusion.warmup_cosine(-1, 10), ValueError, "k"),
+        (lambda: diffusion.warmup_cosine(11, 10), ValueError, "k"),
+        (lambda: diffusion.train_unet(unet, imgs, two, None, steps=1), TypeError, "scheduler"),
+        (lambda: diffusion.sample(unet, [0.5], sampler, steps=1), TypeError, "labels"),
+        (lambda: diffusion.sample(unet, None, sampler, steps=1), TypeError, "labels"),
+        (lambda: diffusion.sample(unet, [0], sampler, steps=1, seed=-1), ValueError, "seed"),
+        (lambda: diffusion.sample(unet, [0], None, steps=1), TypeError, "scheduler"),
+        (lambda: diffusion.sample(unet, [0], train_sched, steps=1), TypeError, "DDIMScheduler"),
+        (lambda: diffusion.predict_x0(x, eps, 0.0), ValueError, "alpha_bar"),
+        (lambda: diffusion.predict_x0(x, eps, 1.5), ValueError, "alpha_bar"),
+        (lambda: diffusion.predict_x0(x, eps, "0.5"), TypeError, "alpha_bar"),
+        (lambda: diffusion.predict_x0(x, eps, torch.rand(3) + 0.1), ValueError, "alpha_bar"),
+        (lambda: diffusion.predict_x0(x, torch.randn(3, 1, 4, 4), 0.5), ValueError, "noise_pred"),
+        (lambda: diffusion.ddim_step(x, eps, 0.0, 0.6), ValueError, "alpha_bar_t"),
+        (lambda: diffusion.ddim_step(x, eps, 1.5, 0.6), ValueError, "alpha_bar_t"),
+        (lambda: diffusion.ddim_step(x, eps, 0.5, 1.5), ValueError, "alpha_bar_prev"),
+        (lambda: diffusion.ddim_step(x, eps, 0.5, -1.0), ValueError, "alpha_bar_prev"),
+        (lambda: diffusion.nearest_distance(imgs, imgs[:0]), ValueError, "reference"),
+        (lambda: diffusion.nearest_distance(None, imgs), TypeError, "images"),
+        (lambda: diffusion.diversity(imgs, two + 2, 2), ValueError, "labels"),
+        (lambda: diffusion.diversity(imgs, two.float(), 2), TypeError, "labels"),
+        (lambda: diffusion.diversity(imgs, two, 0), ValueError, "num_classes"),
+        (lambda: diffusion.diversity(imgs, two, -1), ValueError, "num_classes"),
+        (lambda: diffusion.diversity(imgs, two, "2"), ValueError, "num_classes"),
+        (lambda: diffusion.save_unet(torch.nn.Linear(2, 2), "ck"), TypeError, "model"),
+        (lambda: diffusion.save_unet(unet, None), TypeError, "folder"),
+        (lambda: diffusion.save_unet(unet, "ck", extra={"t": torch.tensor(1.0)}), TypeError, "extra"),
+        (lambda: diffusion.save_unet(unet, "ck", extra=[1, 2]), TypeError, "extra"),
+        (lambda: diffusion.has_checkpoint(None), TypeError, "folder"),
+        (lambda: diffusion.load_unet(None), TypeError, "folder"),
+    ]
+
+
+def test_bad_input_is_a_clear_error_naming_the_argument(tiny_unet, tmp_path, monkeypatch):
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # save_unet("ck") must refuse before it writes anything
+    for i, (call, error, name) in enumerate(_bad_diffusion_calls(tiny_unet)):
+        with pytest.raises(error, match=name):
+            call()
+        assert not any((tmp_path / "cwd").iterdir()), f"case {i} wrote a file"
+
+
+def test_edge_inputs_that_stay_valid(tiny_unet):
+    x0, noise = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
+    assert torch.allclose(diffusion.add_noise(x0, noise, 0.0), noise)  # a number for the whole batch
+    assert torch.allclose(diffusion.add_noise(x0, noise, [1.0, 1.0]), x0)  # a list, one per image
+    assert torch.allclose(diffusion.predict_x0(x0, noise, 1.0), x0)  # ᾱ = 1: nothing to remove
+    assert torch.allclose(diffusion.ddim_step(x0, noise, 0.5, 0.0), noise)  # ᾱ_prev = 0: all noise
+    abar = torch.tensor([0.3, 0.6]).reshape(2, 1, 1, 1)  # one ᾱ per image, shaped to broadcast
+    assert torch.allclose(diffusion.predict_x0(diffusion.add_noise(x0, noise, abar.flatten()), noise, abar), x0, atol=1e-5)
+    assert diffusion.diversity(torch.rand(0, 1, 2, 2), torch.zeros(0, dtype=torch.long), 2).isnan().all()
+    assert diffusion.sample(tiny_unet, torch.tensor([0, 2], dtype=torch.int32), diffusion.make_schedulers()[1],
+                            steps=1).shape == (2, 1, 8, 8)
+
+
+def test_sd_bad_input_is_a_clear_error_naming_the_argument(pipe, tmp_path, monkeypatch):
+    monkeypatch.delenv("LAB_SD_MODEL", raising=False)
+    def gen(**kw):
+        args = {"pipe": pipe, "prompts": {"cat": "a cat"}, "root": tmp_path / "gen", "per_class": 1, "steps": 1,
+                "size": 16} | kw
+        return stable_diffusion.generate_folder(**args)
+
+    for call, error, name in [
+        (lambda: stable_diffusion.tiny_sd_pipeline(seed="0"), TypeError, "seed"),
+        (lambda: stable_diffusion.tiny_sd_pipeline(seed=1.5), TypeError, "seed"),
+        (lambda: stable_diffusion.sd_pipeline(device="gpu", allow_download=False), ValueError, "device"),
+        (lambda: stable_diffusion.sd_pipeline(device=5, allow_download=False), ValueError, "device"),
+        (lambda: gen(size=7), ValueError, "size"),
+        (lambda: gen(size=0), ValueError, "size"),
+        (lambda: gen(seed="0"), TypeError, "seed"),
+        (lambda: gen(root=None), TypeError, "root"),
+        (lambda: gen(pipe=None), TypeError, "pipe"),
+        (lambda: gen(negative_prompt=123), TypeError, "negative_prompt"),
+    ]:
+        with pytest.raises(error, match=name):
+            call()
+    assert not (tmp_path / "gen").exists()

@@ -117,3 +117,23 @@ def test_pseudo_labels_threshold():
         pseudo_labels(logits, threshold=1.5)
     with pytest.raises(ValueError, match="teacher_logits"):
         pseudo_labels(torch.zeros(3))
+
+
+def test_bad_tensors_name_the_argument():
+    s, t, y = _logits(n=4, c=3)
+    cases = [
+        (lambda: soft_targets(None), "teacher_logits"),
+        (lambda: soft_targets(t.tolist()), "teacher_logits"),
+        (lambda: soft_targets(t[0]), "teacher_logits"),
+        (lambda: distillation_loss(None, t, y), "student_logits"),
+        (lambda: distillation_loss(s, t.tolist(), y), "teacher_logits"),
+        (lambda: distillation_loss(s, t, torch.zeros(5, dtype=torch.long)), "targets"),
+        (lambda: distillation_loss(s, t, y.float()), "targets"),
+        (lambda: distillation_loss(s, t, y + 5), "targets"),
+        (lambda: distillation_loss(s, t, torch.tensor([0, -2, 1, 2])), "targets"),  # -1 = no label; -2: nothing
+        (lambda: distillation_loss(s[:0], t[:0], y[:0]), "empty"),
+        (lambda: pseudo_labels(None), "teacher_logits"),
+    ]
+    for call, word in cases:
+        with pytest.raises((ValueError, TypeError), match=word):
+            call()

@@ -297,3 +297,30 @@ def test_bad_shapes_and_lambda():
             fixmatch.fixmatch_step(models.SmallCNN(width=4), _batch(), lambda_u=bad)
     with pytest.raises(ValueError, match="batch"):
         fixmatch.fixmatch_step(models.SmallCNN(width=4), _batch()[:2])
+
+
+def test_more_bad_inputs_name_the_argument():
+    strong, weak = _logits(n=4, c=3)
+    pseudo, mask = torch.tensor([0, 1, 2, 0]), torch.tensor([True, False, True, True])
+    x_l, y_l, x_u, y_u = _batch()
+    model = models.SmallCNN(width=4)
+    confidence, correct = torch.rand(8), torch.rand(8) > 0.5
+    cases = [
+        (lambda: fixmatch.confident_pseudo_labels(None, 0.5), "weak_logits"),
+        (lambda: fixmatch.unsupervised_loss(None, weak, 0.5), "strong_logits"),
+        (lambda: fixmatch.unsupervised_loss(strong[:0], weak[:0], 0.5), "empty"),
+        (lambda: fixmatch.pseudo_label_accuracy(pseudo, mask.float(), pseudo), "mask"),
+        (lambda: fixmatch.pseudo_label_accuracy(pseudo, mask, pseudo[:3]), "y_u"),
+        (lambda: fixmatch.pseudo_label_accuracy(None, mask, pseudo), "pseudo"),
+        (lambda: fixmatch.fixmatch_step(model, (x_l, y_l + 10, x_u, y_u)), "y_l"),
+        (lambda: fixmatch.supervised_step(model, (x_l, y_l + 10, x_u, y_u)), "y_l"),
+        (lambda: fixmatch.fixmatch_step(model, _batch(), weak=None), "weak"),
+        (lambda: fixmatch.mask_rate_curve(confidence, correct, 0.5), "taus"),
+        (lambda: fixmatch.mask_rate_curve(confidence * 5, correct, [0.5]), "confidence"),
+        (lambda: fixmatch.mask_rate_curve(None, correct, [0.5]), "confidence"),
+        (lambda: fixmatch.cosine_lr(-1, 10), "step"),
+        (lambda: fixmatch.cosine_lr("1", 10), "step"),
+    ]
+    for call, word in cases:
+        with pytest.raises((ValueError, TypeError), match=word):
+            call()

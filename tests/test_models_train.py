@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from lablib.core import config
+from lablib.core import compat, config
 from lablib.data import datasets
 from lablib.nets import models, train
 
@@ -327,3 +327,91 @@ def test_fit_runs_a_caller_supplied_update():
     assert h["train_seen"] == [16.0, 16.0] and len(h["val_acc"]) == 2
     with pytest.raises(TypeError, match="update"):
         train.fit(torch.nn.Linear(4, 3), loader, epochs=1, update=3, progress=False)
+
+
+def _cnn(k=3):
+    torch.manual_seed(0)
+    return models.SmallCNN(1, k, 4)
+
+
+def _pairs(y, n=4):
+    return [(torch.rand(n, 1, 8, 8), y)]
+
+
+def _history(rows, value=0.5):
+    h = train.History()
+    for i in range(rows):
+        h.append(epoch=i + 1, val_acc=value)
+    return h
+
+
+@pytest.mark.parametrize("make, word", [
+    (lambda: models.count_params(None), "model"),
+    (lambda: models.count_params(_cnn(), trainable_only="no"), "trainable_only"),
+    (lambda: models.MLP(64, hidden=8), "hidden"),
+    (lambda: models.MLP(64, hidden=None), "hidden"),
+    (lambda: models.batch_norm(None), "x"),
+    (lambda: models.batch_norm(torch.rand(2, 2, 4, 4), eps=-1.0), "eps"),
+    (lambda: models.batch_norm(torch.rand(2, 2, 4, 4), eps=float("nan")), "eps"),
+    (lambda: models.residual_block(None, torch.rand(2, 2, 3, 3), torch.rand(2), torch.rand(2)), "x"),
+    (lambda: models.residual_block(torch.rand(2, 2, 4, 4), None, torch.rand(2), torch.rand(2)), "conv_weight"),
+    (lambda: models.residual_block(torch.rand(2, 2, 4, 4), torch.rand(2, 2, 3, 3), torch.rand(2), torch.rand(2), -1.0), "eps"),
+    (lambda: models.ResidualBlock(4, norm="no"), "norm"),
+    (lambda: _cnn()(torch.rand(4, 3, 8, 8)), "x"),
+    (lambda: _cnn()(torch.rand(1, 8, 8)), "x"),
+    (lambda: models.MLP(64, (8,), 3)(torch.rand(4, 1, 4, 4)), "x"),
+    (lambda: train.autocast("gpu"), "device"),
+    (lambda: train.to_device([torch.zeros(1)], "gpu"), "device"),
+    (lambda: _history(0).best("val_acc"), "History"),
+    (lambda: _history(2, float("nan")).best("val_acc"), "val_acc"),
+    (lambda: _history(0).last("val_acc"), "History"),
+    (lambda: train.grad_norms(None), "model"),
+    (lambda: train.make_optimizer("adam", _cnn(), lr=-1.0), "lr"),
+    (lambda: train.make_optimizer("adam", _cnn(), lr="x"), "lr"),
+    (lambda: train.make_optimizer("adam", None, lr=0.1), "model"),
+    (lambda: train.accuracy(None, torch.zeros(4, dtype=torch.long)), "logits"),
+    (lambda: train.accuracy(torch.rand(4, 3), torch.zeros(4) + 0.5), "y"),
+    (lambda: train.accuracy(torch.rand(4, 3), torch.tensor([0, 1, 2, -1])), "y"),
+    (lambda: train.accuracy(torch.rand(4, 3), [0, 1, 2, 0]), "y"),
+    (lambda: train.accuracy(torch.rand(0, 3), torch.zeros(0, dtype=torch.long)), "y"),
+    (lambda: train.classify(_cnn(), (torch.rand(4, 1, 8, 8),)), "batch"),
+    (lambda: train.classify(_cnn(), (torch.rand(4, 1, 8, 8), torch.zeros(4))), "y"),
+    (lambda: train.classify(_cnn(), (torch.rand(4, 1, 8, 8), torch.full((4,), 5))), "batch"),
+    (lambda: train.predict(_cnn(), []), "loader"),
+    (lambda: train.predict(_cnn(), None), "loader"),
+    (lambda: train.predict(_cnn(), [(torch.rand(4, 1, 8, 8),)]), "loader"),
+    (lambda: train.predict(_cnn(), _pairs(torch.zeros(4, dtype=torch.long)), device="gpu"), "device"),
+    (lambda: train.evaluate(_cnn(), _pairs(torch.full((4,), 5))), "loader"),
+])
+def test_bad_arguments_are_named(make, word):
+    with pytest.raises((ValueError, TypeError), match=word):
+        make()
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"grad_clip": -1.0}, "grad_clip"), ({"grad_clip": float("nan")}, "grad_clip"), ({"grad_clip": "1"}, "grad_clip"),
+    ({"opt": None}, "opt"), ({"scaler": None}, "scaler"), ({"step": None}, "step"),
+])
+def test_optimizer_step_rejects_bad_arguments(kwargs, word):
+    model = _cnn()
+    args = {"model": model, "batch": (torch.rand(4, 1, 8, 8), torch.arange(4) % 3),
+            "opt": torch.optim.SGD(model.parameters(), 0.1), "scaler": compat.grad_scaler("cpu", enabled=False)}
+    with pytest.raises((ValueError, TypeError), match=word):
+        train.optimizer_step(**{**args, **kwargs})
+
+
+def _raw_loader(x, y):
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"grad_clip": "1"}, "grad_clip"), ({"monitor": 123}, "monitor"), ({"evaluate_fn": 123}, "evaluate_fn"),
+    ({"evaluate_fn": lambda model: 5}, "evaluate_fn"), ({"device": "gpu"}, "device"), ({"train": None}, "train"),
+    ({"train": _raw_loader(torch.rand(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))}, "train"),
+    ({"train": []}, "train"), ({"train": _raw_loader(torch.rand(8, 1, 8, 8), torch.full((8,), 5))}, "train"),
+    ({"val": []}, "val"), ({"model": None}, "model"),
+])
+def test_fit_names_bad_arguments_and_never_hangs(kwargs, word):
+    args = {"model": _cnn(), "train": _pairs(torch.arange(4) % 3), "steps": 2, "progress": False}
+    with pytest.raises((ValueError, TypeError), match=word):
+        train.fit(**{**args, **kwargs})

@@ -217,3 +217,48 @@ def test_bad_inputs_name_the_argument(exported, tmp_path):
         onnx_export.ort_predict(onnx_export.session(path), [[0.0]])
     with pytest.raises(TypeError, match="options"):
         onnx_export.describe_options({"threads": 1})
+
+
+@pytest.mark.parametrize("content", [b"", b"hello", "truncated"])
+def test_damaged_files_are_named(exported, tmp_path, content):
+    _, path, _ = exported
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(path.read_bytes()[:200] if content == "truncated" else content)
+    for load in (onnx_export.inspect, onnx_export.session):
+        with pytest.raises(ValueError, match="bad.onnx"):
+            load(bad)
+
+
+def test_more_bad_inputs_name_the_argument(exported, tmp_path):
+    model, path, _ = exported
+    sess = onnx_export.session(path)
+    x, out = torch.rand(2, 1, 8, 8), tmp_path / "m.onnx"
+    cases = [
+        (lambda: onnx_export.onnx_export(model, torch.rand(2, 3, 8, 8), out), "example"),
+        (lambda: onnx_export.onnx_export(model, x, None), "path"),
+        (lambda: onnx_export.onnx_export(model, x, out, input_name=1), "input_name"),
+        (lambda: onnx_export.onnx_export(model, x, out, output_name=""), "output_name"),
+        (lambda: onnx_export.session_options(100000), "threads"),
+        (lambda: onnx_export.session_options("2"), "threads"),
+        (lambda: onnx_export.provider_name(None), "provider"),
+        (lambda: onnx_export.session(path, optimized_path=tmp_path), "optimized_path"),
+        (lambda: onnx_export.ort_predict(sess, torch.rand(2, 3, 8, 8)), "x"),
+        (lambda: onnx_export.ort_predict(sess, torch.rand(2, 8, 8)), "x"),
+        (lambda: onnx_export.parity(model, None), "sess_or_path"),
+        (lambda: onnx_export.parity(models.SmallCNN(in_channels=3, width=4), path), "model"),
+        (lambda: onnx_export.parity(model, path, seed="0"), "seed"),
+        (lambda: onnx_export.ort_accuracy(sess, None), "loader"),
+        (lambda: onnx_export.ort_accuracy(sess, [(torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 15]))]), "labels"),
+    ]
+    for call, word in cases:
+        with pytest.raises((ValueError, TypeError), match=word):
+            call()
+    assert not (tmp_path / "m.onnx").exists()  # refused before anything was written
+
+
+def test_session_creates_the_folder_of_optimized_path(exported, tmp_path):
+    _, path, _ = exported
+    out = tmp_path / "new" / "opt.onnx"
+    onnx_export.session(path, optimized_path=out)
+    assert out.is_file()
+    assert onnx_export.describe_options(onnx_export.session_options(0))["intra_op_num_threads"] == 0

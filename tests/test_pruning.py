@@ -279,3 +279,8 @@ def test_bad_input_is_refused_with_the_argument_named():
     with pytest.raises(TypeError, match="model"):
         pruning.size_bytes({"w": torch.zeros(2)})
     assert not torch_prune.is_pruned(model)  # failed calls left the model alone
+
+
+def test_sparsity_names_its_argument():
+    with pytest.raises(ValueError, match="model_or_tensor has no Linear or Conv2d"):
+        pruning.sparsity(nn.ReLU())

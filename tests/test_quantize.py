@@ -229,3 +229,44 @@ def test_dynamic_cnn_runs_on_this_ort_and_falls_back_to_uint8(tmp_path, monkeypa
     x = torch.rand(4, 1, 8, 8)
     got = onnx_export.ort_predict(onnx_export.session(path), x)
     assert (got - model(x).detach()).abs().max() < 0.1
+
+
+@pytest.mark.parametrize("x", [torch.tensor([1.0, float("inf")]), torch.tensor([1.0, float("nan")]), torch.empty(0)])
+def test_no_scale_from_a_tensor_without_a_finite_range(x):
+    with pytest.raises(ValueError, match="x"):
+        quantize.symmetric_scale(x)
+    with pytest.raises(ValueError, match="x"):
+        quantize.symmetric_scale(x.reshape(-1, 1), per_channel=True)
+    with pytest.raises(ValueError, match="x"):
+        quantize.affine_params(x)
+
+
+@pytest.mark.parametrize("content", [b"", b"not onnx"])
+def test_damaged_model_files_are_named(tmp_path, content):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(content)
+    with pytest.raises(ValueError, match="bad.onnx"):
+        quantize.dynamic(bad, tmp_path / "q.onnx")
+    with pytest.raises(ValueError, match="bad.onnx"):
+        quantize.static(bad, tmp_path / "q.onnx", torch.rand(4, 1, 8, 8))
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_more_bad_inputs_name_the_argument(tmp_path, files):
+    _, f = files
+    cases = [
+        (lambda: quantize.dynamic(f["fp32"], None), "dst"),
+        (lambda: quantize.static(f["fp32"], tmp_path / "q.onnx", None), "calibration_images"),
+        (lambda: quantize.static(f["fp32"], tmp_path / "q.onnx", torch.rand(4, 3, 8, 8)), "calibration_images"),
+        (lambda: quantize.static(f["fp32"], tmp_path / "q.onnx", torch.rand(4, 8, 8)), "calibration_images"),
+        (lambda: quantize.ImageReader(torch.rand(4, 8, 8)), "images"),
+        (lambda: quantize.ImageReader(torch.rand(4, 1, 8, 8), input_name=123), "input_name"),
+        (lambda: quantize.FakeQuant(bits=0), "bits"),
+        (lambda: quantize.FakeQuant(bits="8"), "bits"),
+        (lambda: quantize.FakeQuant(fn=123), "fn"),
+        (lambda: quantize.freeze(None), "model"),
+    ]
+    for call, word in cases:
+        with pytest.raises((ValueError, TypeError), match=word):
+            call()
+    assert not (tmp_path / "q.onnx").exists()

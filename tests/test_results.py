@@ -1,5 +1,6 @@
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -163,3 +164,72 @@ def test_a_corrupt_record_names_its_file(_isolated):
     (_isolated / "results" / "01_demo.cpu.json").write_text("{not json")
     with pytest.raises(ValueError, match="01_demo.cpu.json is not a lab record"):
         results.load_records("cpu")
+
+
+# --- bad input and hostile results files ---------------------------------------------------------
+
+RECORD = {"lab": "01_demo", "scale": "cpu", "claims": [], "metrics": {"m": 1.0}, "exercises": {},
+          "notes": "", "wall_s": 1.0, "env": {"date": "2026-01-01", "device": "cpu", "versions": {}}}
+
+
+@pytest.mark.parametrize("content", [
+    b'{"lab": "01_', b"", b"\xff\xfe\x00", b"[1, 2]", b"{}",
+    *(json.dumps(RECORD | change).encode() for change in (
+        {"lab": 5}, {"notes": 123}, {"wall_s": "x"}, {"claims": [{"name": "c"}]}, {"metrics": [1]},
+        {"metrics": {"m": None}}, {"env": {}})),
+])
+def test_a_spoiled_record_names_its_file(_isolated, content):
+    (_isolated / "results").mkdir()
+    (_isolated / "results" / "01_demo.cpu.json").write_bytes(content)
+    for call in (lambda: results.load_records("cpu"), lambda: results.render(["cpu"]),
+                 lambda: results.main(["--scale", "cpu", "--out", str(_isolated / "out.md")])):
+        with pytest.raises(ValueError, match="01_demo.cpu.json is not a lab record"):
+            call()
+    assert not (_isolated / "out.md").exists()
+
+
+def test_a_valid_record_still_loads(_isolated):
+    (_isolated / "results").mkdir()
+    (_isolated / "results" / "01_demo.cpu.json").write_text(json.dumps(RECORD))
+    assert results.load_records("cpu") == {"01_demo": RECORD}
+
+
+@pytest.mark.parametrize("make", [os.mkfifo, os.mkdir])
+def test_a_record_that_is_not_a_regular_file_is_refused_without_reading(_isolated, make):
+    (_isolated / "results").mkdir()
+    make(_isolated / "results" / "01_demo.cpu.json")  # a FIFO would block a read forever
+    with pytest.raises(ValueError, match="01_demo.cpu.json is not a lab record"):
+        results.load_records("cpu")
+
+
+@pytest.mark.parametrize("call, error, word", [
+    (lambda d: results.claim("x", torch.tensor([1.0, 2.0]), holds=True, condition=""), TypeError, "must be a number"),
+    (lambda d: results.claim("x", 1.0, holds=True, condition="", asserted="no"), TypeError, "asserted"),
+    (lambda d: results.load_records("big"), ValueError, "scale"),
+    (lambda d: results.load_records(None), ValueError, "scale"),
+    (lambda d: results.load_records("cpu", d / "nope"), ValueError, "folder"),
+    (lambda d: results.load_records("cpu", d / "file.txt"), ValueError, "folder"),
+    (lambda d: results.load_records("cpu", 123), TypeError, "folder"),
+    (lambda d: results.render("cpu"), TypeError, "scales"),
+    (lambda d: results.render(None), TypeError, "scales"),
+    (lambda d: results.exercise_problems("cpu", -1), ValueError, "minimum"),
+    (lambda d: results.exercise_problems("cpu", "3"), TypeError, "minimum"),
+    (lambda d: results.fmt(None), TypeError, "value"),
+    (lambda d: results.fmt([1, 2]), TypeError, "value"),
+    (lambda d: results.lab_names(d / "nope"), ValueError, "labs_dir"),
+])
+def test_results_rejects_bad_arguments(_isolated, call, error, word):
+    (_isolated / "file.txt").write_text("")
+    with pytest.raises(error, match=word):
+        call(_isolated)
+    assert not results.CLAIMS
+
+
+def test_record_names_a_bad_lab_name_variable(monkeypatch):
+    monkeypatch.setenv("LAB_NAME", "lab")
+    with pytest.raises(ValueError, match="LAB_NAME='lab'"):
+        results.record({"a": 1})
+
+
+def test_fmt_takes_numpy_numbers():
+    assert results.fmt(np.float32(0.5)) == "0.5" and results.fmt(np.float64(12345.6)) == "12,346"

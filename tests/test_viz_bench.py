@@ -156,3 +156,78 @@ def test_speed_verdict_rejects_nonsense():
         bench.verdict(0)
     with pytest.raises(ValueError, match="margin"):
         bench.verdict(1.5, margin=1.0)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: viz.curves({"run": "not a history"}), "histories"),
+    (lambda: viz.curves({"run": History()}), "histories"),
+    (lambda: viz.curves({"run": _history([0.5])}, metrics=[]), "metrics"),
+    (lambda: viz.per_layer({"run": 5}), "norms"),
+    (lambda: viz.per_layer({"run": {"l1": -1.0}}), "norms"),
+    (lambda: viz.per_layer({"run": {"l1": NAN}}), "norms"),
+    (lambda: viz.image_grid(torch.rand(0, 1, 8, 8)), "images"),
+    (lambda: viz.image_grid(torch.rand(4, 1, 8, 8) * 255), "images"),
+    (lambda: viz.image_grid(torch.full((1, 1, 8, 8), NAN)), "images"),
+    (lambda: viz.image_grid(torch.rand(4, 1, 8, 8), ncols=0), "ncols"),
+    (lambda: viz.image_grid(torch.rand(4, 1, 8, 8), ncols="3"), "ncols"),
+    (lambda: viz.image_grid(torch.rand(4, 1, 8, 8), size=0.0), "size"),
+    (lambda: viz.confusion(None, [0, 1], ["a", "b"]), "y_true"),
+    (lambda: viz.confusion([0, 1], [0, 1], 3), "classes"),
+    (lambda: viz.bars({"a": "x"}, ylabel="y"), "values"),
+    (lambda: viz.bars({"a": NAN}, ylabel="y"), "values"),
+    (lambda: viz.bars([1, 2], ylabel="y"), "values"),
+    (lambda: viz.bars({"a": 0.0}, ylabel="y", log=True), "values"),
+    (lambda: viz.lines({"a": [1, 2, 3]}, "x", "y"), "series"),
+    (lambda: viz.lines({"a": ([1, 2], [1])}, "x", "y"), "series"),
+    (lambda: viz.lines({"a": ([1, 2], [1, 2])}, "x", "y", reference=[1]), "reference"),
+    (lambda: viz.lines({"a": ([0, 1], [1, 2])}, "x", "y", logx=True), "logx"),
+    (lambda: viz.grouped_bars({"g": {}}, ylabel="y"), "groups"),
+    (lambda: viz.grouped_bars({"g": 5}, ylabel="y"), "groups"),
+    (lambda: viz.grouped_bars({"g": {"s": "x"}}, ylabel="y"), "groups"),
+    (lambda: viz.grouped_bars({"g": {"s": INF}}, ylabel="y"), "groups"),
+])
+def test_viz_refuses_bad_input_naming_the_argument(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+def test_viz_accepts_what_the_labs_pass():
+    fig = viz.image_grid((torch.rand(2, 1, 8, 8) * 255).byte())  # 0..255 pixels are scaled, not all white
+    assert fig.get_axes()[0].get_images()[0].get_array().max() <= 1
+    fig = viz.bars({"a": torch.tensor(0.5), "b": 0}, ylabel="acc")  # a 0-d tensor, a zero bar
+    assert [p.get_height() for p in fig.get_axes()[0].patches] == [0.5, 0.0]
+    assert len(viz.lines({"a": (torch.arange(1, 4), [1, 2, 3])}, "x", "y", logx=True).get_axes()) == 1
+    assert len(viz.per_layer({"run": {"l1": 0.0, "l2": 1e-3}}).get_axes()) == 1
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: bench.latency(lambda: None, repeats=2, cuda="yes"), "cuda"),
+    (lambda: bench.compare([lambda: None], rounds=1), "fns"),
+    (lambda: bench.compare({"a": 1}, rounds=1), "fns"),
+    (lambda: bench.peak_memory(lambda: None, interval_s=-1.0), "interval_s"),
+    (lambda: bench.peak_memory(lambda: None, interval_s=NAN), "interval_s"),
+    (lambda: bench.peak_memory(lambda: None, interval_s="0.1"), "interval_s"),
+    (lambda: bench.peak_memory(lambda: None, interval_s=1e6), "interval_s"),  # would sleep 11 days
+])
+def test_bench_refuses_bad_input_naming_the_argument(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+def test_latency_cuda_true_needs_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="cuda"):
+        bench.latency(lambda: None, repeats=1, cuda=True)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: __import__("lablib").table({"r": 1}), "rows"),
+    (lambda: __import__("lablib").table([{"a": 1}], title=123), "title"),
+    (lambda: __import__("lablib").table([{"a": 1}], columns="ab"), "columns"),
+])
+def test_table_refuses_bad_input_naming_the_argument(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()

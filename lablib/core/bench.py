@@ -45,6 +45,10 @@ def latency(fn: Callable[[], object], warmup: int = 3, repeats: int = 20, cuda: 
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     integer("warmup", warmup, 0)
     positive_int("repeats", repeats)
+    if cuda is not None and not isinstance(cuda, bool):
+        raise TypeError(f"cuda must be True, False or None (auto), got {cuda!r}")
+    if cuda and not torch.cuda.is_available():
+        raise ValueError("cuda=True, but torch.cuda.is_available() is False")
     cuda = torch.cuda.is_available() if cuda is None else cuda
     for _ in range(warmup):
         fn()
@@ -67,8 +71,13 @@ def compare(fns: dict, rounds: int = 3, warmup: int = 3, repeats: int = 20,
     contender alike, instead of all the rounds of one of them.
 
     Keys may be tuples, so a grid is one call: {("eager", b): ..., ("ORT", b): ...}."""
+    if not isinstance(fns, dict):
+        raise TypeError(f"fns must be a dict key -> function, got {type(fns).__name__}")
     if not fns:
         raise ValueError("fns must name at least one function")
+    for name, fn in fns.items():
+        if not callable(fn):
+            raise TypeError(f"fns[{name!r}] must be callable, got {type(fn).__name__}")
     positive_int("rounds", rounds)
     best: dict[str, Timing] = {}
     for _ in range(rounds):
@@ -99,6 +108,7 @@ def peak_memory(fn: Callable[[], object], interval_s: float = 0.001) -> dict[str
     memory when CUDA is present. Returns {"cpu_peak_mb", "cpu_rise_mb", "cuda_peak_mb"?}."""
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    real("interval_s", interval_s, 0, 1, low_open=True)  # the sampler sleeps this long between looks
     proc = psutil.Process()
     base = proc.memory_info().rss
     peak = [base]

@@ -15,9 +15,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lablib.core import config
+from lablib.core.validate import path as as_path
 
 _TMP = ".tmp-"  # every temporary name starts with this, so leftovers can be found and removed
 _MARKER = ".complete"  # written last into a folder by write_folder
@@ -42,7 +44,7 @@ def write_atomic(path, text: str) -> Path:
     """Write `text` to a temporary file beside `path`, then rename: a reader never sees half a file."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
-    path = Path(path)
+    path = as_path("path", path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _clean_leftovers(path.parent, path.name)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{_TMP}{path.name}.")
@@ -66,7 +68,9 @@ def write_folder(folder, write: Callable[[Path], None]) -> Path:
     (it was written by write_folder before, marked by a `.complete` file): a save never deletes a
     folder it did not write.
     """
-    folder = Path(folder)
+    folder = as_path("folder", folder)
+    if not callable(write):
+        raise TypeError(f"write must be a function that fills the folder it is given, got {type(write).__name__}")
     if folder.exists() and not (folder / _MARKER).is_file():
         if not folder.is_dir() or any(folder.iterdir()):
             raise FileExistsError(f"folder {str(folder)!r} exists and was not written by write_folder: "
@@ -107,7 +111,7 @@ def _manifest(folder: Path) -> dict[str, list]:
 def is_complete(folder) -> bool:
     """Whether `folder` was fully written by write_folder and is intact: a killed write never
     gets as far as the marker, and a file truncated or changed since then no longer matches it."""
-    marker = Path(folder) / _MARKER
+    marker = as_path("folder", folder) / _MARKER
     try:
         expected = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # missing, unreadable, or an old empty marker
@@ -117,12 +121,26 @@ def is_complete(folder) -> bool:
 
 def fingerprint(*tensors: torch.Tensor) -> str:
     """A short hash of tensors' contents: the training data is part of a checkpoint's key."""
+    if not tensors:
+        raise ValueError("fingerprint needs at least one tensor (tensors is empty)")
     h = hashlib.sha256()
     for t in tensors:
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"fingerprint takes tensors, got {type(t).__name__}")
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        # the raw bytes, whatever the dtype (NumPy has no bfloat16)
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:12]
+
+
+def _setting(value) -> str:
+    """How json writes a setting it has no type for: a tensor or array by its content (str()
+    elides the middle of a big one, so two different tensors would get one key)."""
+    if isinstance(value, torch.Tensor):
+        return f"tensor {tuple(value.shape)} {value.dtype} {fingerprint(value)}"
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        digest = hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:12]
+        return f"array {value.shape} {value.dtype} {digest}"
+    return str(value)
 
 
 def cache_folder(name: str, settings: dict) -> Path:
@@ -133,5 +151,9 @@ def cache_folder(name: str, settings: dict) -> Path:
         raise ValueError(f"name must be a plain folder name (printable, no '/', no '..'), got {name!r}")
     if not isinstance(settings, dict):
         raise TypeError(f"settings must be a dict, got {type(settings).__name__}")
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    try:
+        text = json.dumps(settings, sort_keys=True, default=_setting)
+    except (TypeError, ValueError) as exc:  # keys of mixed types cannot be sorted; a circular dict
+        raise TypeError(f"settings must be a dict with str keys and JSON-like values: {exc}") from None
+    key = hashlib.sha256(text.encode()).hexdigest()[:12]
     return config.data_dir() / "cache" / f"{name}-{key}"

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from lablib.core import config
-from lablib.core.validate import positive_int
+from lablib.core.validate import integer, positive_int, real
 
 NOT_ATTEMPTED, CORRECT, WRONG, ERROR = "not attempted", "correct", "wrong", "error"
 _MARK = {NOT_ATTEMPTED: "[ ]", CORRECT: "[✓]", WRONG: "[✗]", ERROR: "[!]"}
@@ -91,7 +91,7 @@ def exercise(fn):
     """Mark the learner's function (or class) as an exercise. It is returned unchanged, except
     under LAB_SOLUTIONS=1, where the reference answer of the same name takes its place."""
     if not callable(fn) or not hasattr(fn, "__name__"):
-        raise TypeError(f"@exercise marks a function or class, got {type(fn).__name__}")
+        raise TypeError(f"fn must be a function or class (what @exercise marks), got {type(fn).__name__}")
     return _solution(fn.__name__) if config.solutions() else fn
 
 
@@ -154,6 +154,7 @@ def _is_number(value) -> bool:
 def difference(got, expected, atol: float = 1e-5, rtol: float = 1e-4, where: str = "the output") -> str | None:
     """None when `got` matches `expected` (tensors, numbers, bools, strings, None, sequences,
     dicts); else a sentence saying what differs. NaN matches only NaN; a bool is not a number."""
+    _check_tolerances(atol, rtol)
     got, expected = _plain(got), _plain(expected)
     if got is None and expected is not None:
         return f"{where} is None (did you forget to `return` it?)"
@@ -231,10 +232,19 @@ def _time_limit(seconds: float | None):
         signal.signal(signal.SIGALRM, previous)
 
 
-def _check_common(trials, time_limit) -> None:
+def _check_tolerances(atol, rtol) -> None:
+    real("atol", atol, 0, math.inf, high_open=True)
+    real("rtol", rtol, 0, math.inf, high_open=True)
+
+
+def _check_common(trials, time_limit, atol, rtol, seed, name) -> None:
     positive_int("trials", trials)
     if time_limit is not None and not (_is_number(time_limit) and time_limit > 0):
         raise ValueError(f"time_limit must be a positive number of seconds or None, got {time_limit!r}")
+    _check_tolerances(atol, rtol)
+    integer("seed", seed, 0, 2**64 - 1)
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str (the exercise's name) or None, got {type(name).__name__}")
 
 
 def _name_of(candidate, name: str | None) -> str:
@@ -269,7 +279,7 @@ def check_function(
         raise TypeError(f"reference must be a function, got {type(reference).__name__}")
     if not callable(make_inputs):
         raise TypeError(f"make_inputs must be a function of a torch.Generator, got {type(make_inputs).__name__}")
-    _check_common(trials, time_limit)
+    _check_common(trials, time_limit, atol, rtol, seed, name)
     name, tip = _name_of(candidate, name), f" Hint: {hint}" if hint else ""
     if candidate is None:
         return _report(Verdict(NOT_ATTEMPTED, "no function yet.", name), quiet, _record)
@@ -347,6 +357,9 @@ def check_value(got, expected, *, atol: float = 1e-5, rtol: float = 1e-4, hint: 
                 name: str = "", quiet: bool = False) -> Verdict:
     """Judge a value the learner computed or chose (not a function). NotImplemented, or the
     Ellipsis `...` left in a blank, counts as not attempted."""
+    _check_tolerances(atol, rtol)
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str (the exercise's name), got {type(name).__name__}")
     tip = f" Hint: {hint}" if hint else ""
     if got is NotImplemented or got is Ellipsis:
         return _report(Verdict(NOT_ATTEMPTED, "fill in the blank (`...`), then run this cell again.", name), quiet)
@@ -384,7 +397,7 @@ def check_module(
         raise TypeError(f"reference must be an nn.Module, got {type(reference).__name__}")
     if not callable(make_input):
         raise TypeError(f"make_input must be a function of a torch.Generator, got {type(make_input).__name__}")
-    _check_common(trials, time_limit)
+    _check_common(trials, time_limit, atol, rtol, seed, name)
     name, tip = _name_of(candidate, name), f" Hint: {hint}" if hint else ""
     try:
         with _time_limit(time_limit):

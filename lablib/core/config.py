@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lablib.core.validate import integer
+from lablib.core.validate import path as as_path
+
 SCALES = ("smoke", "cpu", "gpu")
 
 # When lablib was first imported: a notebook's wall time in results.record counts from here.
@@ -41,7 +44,10 @@ def lab_name() -> str:
     Jupyter tells the kernel which notebook it runs (JPY_SESSION_NAME, set by Jupyter Server,
     and by the test runner for the labs), VS Code sets __vsc_ipynb_file__; LAB_NAME overrides
     both, e.g. for a copy of a lab saved under another name."""
-    candidates = [os.environ.get("LAB_NAME", ""), os.environ.get("JPY_SESSION_NAME", "")]
+    override = os.environ.get("LAB_NAME", "").strip()
+    if override and not re.match(r"\d\d_[a-z0-9_]+", Path(override).stem):
+        raise ValueError(f"LAB_NAME={override!r} must be a lab's name, NN_topic (e.g. 02_distillation)")
+    candidates = [override, os.environ.get("JPY_SESSION_NAME", "")]
     try:
         from IPython import get_ipython
 
@@ -142,14 +148,17 @@ def profile(*, smoke: dict, cpu: dict, gpu: dict | None = None, active: str | No
 
 def device(prefer: str | None = None) -> torch.device:
     """The best device here: cuda > mps > cpu. LAB_DEVICE (or `prefer`) overrides it."""
+    if prefer is not None and not isinstance(prefer, str):
+        raise TypeError(f"prefer must be a device name ('cuda', 'mps' or 'cpu') or None, got {type(prefer).__name__}")
+    source = "prefer" if prefer else "LAB_DEVICE"  # the error names where the choice came from
     wanted = (prefer or os.environ.get("LAB_DEVICE", "")).strip().lower()
     if wanted:
         if wanted not in ("cuda", "mps", "cpu"):
-            raise ValueError(f"device {wanted!r} is not one of cuda, mps, cpu")
+            raise ValueError(f"device {source}={wanted!r} is not one of cuda, mps, cpu")
         if wanted == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but CUDA is not available here")
+            raise ValueError(f"device {source}='cuda' was asked for but CUDA is not available here")
         if wanted == "mps" and not torch.backends.mps.is_available():
-            raise ValueError("device 'mps' was asked for but MPS is not available here")
+            raise ValueError(f"device {source}='mps' was asked for but MPS is not available here")
         return torch.device(wanted)
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -160,8 +169,7 @@ def device(prefer: str | None = None) -> torch.device:
 
 def seed_everything(seed: int = 0) -> torch.Generator:
     """Seed Python, NumPy and torch (all devices); returns a torch.Generator seeded the same."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = integer("seed", seed, 0, 2**32 - 1)  # NumPy's seeds stop at 2**32 - 1
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -173,7 +181,10 @@ def project_root() -> Path:
     folder upwards, so results land in one place whether a notebook runs from labs/ (nbmake,
     JupyterLab) or the root. LAB_ROOT overrides it; outside a checkout it is the current folder."""
     if os.environ.get("LAB_ROOT"):
-        return Path(os.environ["LAB_ROOT"]).resolve()
+        root = Path(os.environ["LAB_ROOT"]).expanduser().resolve()
+        if root.exists() and not root.is_dir():
+            raise ValueError(f"LAB_ROOT={os.environ['LAB_ROOT']!r} must be a folder, but it is a file")
+        return root
     here = Path.cwd().resolve()
     for folder in (here, *here.parents):
         if (folder / "labs").is_dir() and (folder / "pyproject.toml").is_file():
@@ -184,6 +195,8 @@ def project_root() -> Path:
 def lab_sources(labs_dir: Path | None = None) -> list[Path]:
     """The source of every lab: labs/NN_topic.py, or labs/NN_topic/NN_topic.py for a lab that
     also holds scripts or other sources in its folder."""
+    if labs_dir is not None and not as_path("labs_dir", labs_dir).is_dir():
+        raise ValueError(f"labs_dir {str(labs_dir)!r} is not a folder")
     labs_dir = project_root() / "labs" if labs_dir is None else Path(labs_dir)
     flat = [p for p in labs_dir.glob("[0-9][0-9]_*.py") if LAB_NAME.match(p.stem)]
     nested = [d / f"{d.name}.py" for d in labs_dir.glob("[0-9][0-9]_*") if d.is_dir() and (d / f"{d.name}.py").is_file()]

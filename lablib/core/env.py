@@ -94,6 +94,8 @@ def report() -> list[Requirement]:
 def print_report(checks: list[Requirement] | None = None) -> bool:
     """Print the report; return True when nothing FAILed."""
     checks = report() if checks is None else checks
+    if not isinstance(checks, (list, tuple)) or not all(isinstance(c, Requirement) for c in checks):
+        raise TypeError(f"checks must be a list of Requirement (from env.report()), got {checks!r:.80}")
     for c in checks:
         print(c)
     failed = [c.name for c in checks if c.status == "FAIL"]

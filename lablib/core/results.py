@@ -16,13 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import numbers
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from lablib.core import checks, config, env
 from lablib.core.cache import write_atomic
+from lablib.core.validate import integer
+from lablib.core.validate import path as as_path
 
 
 class ClaimFailed(AssertionError):
@@ -52,7 +55,10 @@ CLAIMS: dict[str, Claim] = {}
 def _plain(value):
     """numpy / torch scalars as plain Python values (JSON)."""
     if hasattr(value, "item") and not isinstance(value, (bool, str, int, float)):
-        return value.item()
+        try:
+            return value.item()
+        except (RuntimeError, ValueError):  # more than one element: left for _check_value to refuse
+            return value
     return value
 
 
@@ -77,6 +83,8 @@ def claim(name: str, measured, *, holds, condition: str, source: str = "", asser
     for arg, text in (("condition", condition), ("source", source)):
         if not isinstance(text, str):
             raise TypeError(f"{arg} must be a str, got {type(text).__name__}")
+    if not isinstance(asserted, bool):
+        raise TypeError(f"asserted must be True or False, got {type(asserted).__name__} {asserted!r}")
     stated = CLAIMS[name] = Claim(name, measured, holds, condition, source, bool(asserted))
     smoke = config.scale() == "smoke"
     mark = "[·]" if smoke else "[✓]" if holds else "[✗]" if asserted else "[~]"
@@ -129,16 +137,51 @@ def record(metrics: dict | None = None, *, notes: str = "", scale: str | None = 
         raise ClaimFailed("; ".join(f"{c.name}: {fmt(c.measured)} fails {c.condition}" for c in failed))
 
 
+# What render and exercise_problems read from a record: the keys it must have, and those it may have
+_REQUIRED = {"lab": str, "wall_s": (int, float), "env": dict}
+_OPTIONAL = {"claims": list, "metrics": dict, "exercises": dict, "notes": str}
+_FIGURE = (int, float, str, bool)
+
+
+def _record_problem(entry) -> str | None:
+    """Why `entry`, read from a results file, is not a record as `record` writes it, or None."""
+    if not isinstance(entry, dict):
+        return f"a JSON {type(entry).__name__}, not an object"
+    for key, kind in _REQUIRED.items():
+        if not isinstance(entry.get(key), kind):
+            return f"{key!r} is missing or of the wrong type"
+    for key, kind in _OPTIONAL.items():
+        if key in entry and not isinstance(entry[key], kind):
+            return f"{key!r} is not a {kind.__name__}"
+    if not {"date", "device"} <= set(entry["env"]) or not isinstance(entry["env"].get("versions", {}), dict):
+        return "'env' lacks its date, device or versions"
+    claim_keys = {f.name for f in fields(Claim)}
+    if not all(isinstance(c, dict) and claim_keys <= set(c) and isinstance(c["measured"], _FIGURE)
+               for c in entry.get("claims", [])):
+        return f"a claim lacks one of {sorted(claim_keys)}"
+    if not all(isinstance(v, _FIGURE) for v in entry.get("metrics", {}).values()):
+        return "a metric is not a number, bool or str"
+    return None
+
+
 def load_records(scale: str = "cpu", folder: Path | None = None) -> dict[str, dict]:
     """Every recorded lab at `scale`, keyed by lab name. A file that is not a record says which."""
+    if scale not in config.SCALES:
+        raise ValueError(f"scale must be one of {', '.join(config.SCALES)}, got {scale!r}")
+    if folder is not None and not as_path("folder", folder).is_dir():
+        raise ValueError(f"folder {str(folder)!r} is not a folder of results")
     folder = config.results_dir() if folder is None else Path(folder)
     out = {}
-    for path in sorted(folder.glob(f"*.{scale}.json")):
+    for file in sorted(folder.glob(f"*.{scale}.json")):
+        if not file.is_file():  # a folder, a FIFO (reading one would wait forever), a broken link
+            raise ValueError(f"{file} is not a lab record (not a regular file); delete it and rerun its lab")
         try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-            out[entry["lab"]] = entry
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path} is not a lab record ({exc}); delete it and rerun its lab") from exc
+            entry = json.loads(file.read_text(encoding="utf-8"))
+        except ValueError as exc:  # not JSON, or not UTF-8 text
+            raise ValueError(f"{file} is not a lab record ({exc}); delete it and rerun its lab") from exc
+        if problem := _record_problem(entry):
+            raise ValueError(f"{file} is not a lab record ({problem}); delete it and rerun its lab")
+        out[entry["lab"]] = entry
     return out
 
 
@@ -148,6 +191,8 @@ def fmt(value) -> str:
         return str(value)
     if isinstance(value, int):
         return f"{value:,}"
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"value must be a number, bool or str, got {type(value).__name__}")
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     return f"{value:.4g}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
@@ -173,6 +218,8 @@ def render(scales=("cpu",), folder: Path | None = None, labs_dir: Path | None = 
         "never typed in; the line under each lab says where and when.",
         "",
     ]
+    if not isinstance(scales, (list, tuple)):
+        raise TypeError(f"scales must be a list of scales, e.g. ['cpu'], got {type(scales).__name__} {scales!r}")
     for scale in scales:
         entries = load_records(scale, folder)
         lines += [f"## Scale `{scale}`", ""]
@@ -208,6 +255,7 @@ def render(scales=("cpu",), folder: Path | None = None, labs_dir: Path | None = 
 def exercise_problems(scale: str, minimum: int, exempt=(), folder: Path | None = None) -> list[str]:
     """What is wrong with the exercise verdicts recorded at `scale` by a solutions-mode run: a lab
     with fewer than `minimum` checked exercises (labs in `exempt` aside), or a check not correct."""
+    integer("minimum", minimum, 0)
     problems = []
     for lab, entry in load_records(scale, folder).items():
         verdicts = entry.get("exercises", {})

@@ -15,7 +15,7 @@ def source(obj) -> str:
         file = Path(inspect.getsourcefile(obj) or "?")
         line = inspect.getsourcelines(obj)[1] if not inspect.ismodule(obj) else 1
     except (TypeError, OSError) as exc:
-        raise TypeError(f"show() needs a function, class or module defined in a file, got {obj!r}") from exc
+        raise TypeError(f"show(obj): obj must be a function, class or module defined in a file, got {obj!r}") from exc
     package = Path(__file__).resolve().parents[2]  # the folder holding lablib/
     where = file.resolve().relative_to(package).as_posix() if file.resolve().is_relative_to(package) else file.name
     return f"# {where}, line {line}\n{text}"
@@ -53,7 +53,11 @@ def table(rows, title: str | None = None, columns: list[str] | None = None) -> N
 
     rows: a list of dicts (one per row; keys are the columns), or a dict name -> dict, whose
     names become the first column. Text left-aligned, numbers right-aligned."""
-    if isinstance(rows, dict):
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title must be a str, got {type(title).__name__} {title!r}")
+    if columns is not None and (isinstance(columns, str) or not isinstance(columns, (list, tuple))):
+        raise TypeError(f"columns must be a list of column names, got {type(columns).__name__} {columns!r}")
+    if isinstance(rows, dict) and all(isinstance(v, dict) for v in rows.values()):
         rows = [{"": name, **values} for name, values in rows.items()]
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
         raise ValueError("rows must be a non-empty list of dicts, or a dict of name -> dict")

@@ -21,8 +21,9 @@ def integer(name: str, value, low: int | None = None, high: int | None = None) -
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"{name} must be an int in [{'' if low is None else low}, "
-                         f"{'' if high is None else high}], got {value!r}")
+        wanted = (f"in [{low}, {high}]" if low is not None and high is not None
+                  else f">= {low}" if low is not None else f"<= {high}")
+        raise ValueError(f"{name} must be an int {wanted}, got {value!r}")
     return int(value)
 
 

@@ -4,12 +4,14 @@ notebook shows it exactly once: as the cell's value, or with display(fig)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import matplotlib.pyplot as plt  # in a notebook, importing pyplot turns on inline PNG display
 import torch
 from matplotlib.figure import Figure
 
 from lablib.core.results import fmt
+from lablib.core.validate import positive_int, real
 from lablib.nets.train import History
 
 
@@ -20,12 +22,31 @@ def _figure(ncols: int = 1, width: float = 5.0, height: float = 3.6, nrows: int 
     return fig, axes
 
 
+def _mapping(name: str, value) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a dict, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _number(name: str, value, positive: bool = False) -> float:
+    """A finite number (a 0-d tensor too); positive=True for a log axis."""
+    value = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+    return real(name, value, 0 if positive else -math.inf, math.inf, low_open=True, high_open=True)
+
+
 def curves(histories: dict[str, History], metrics=("train_loss", "val_acc"), title: str | None = None) -> Figure:
     """Learning curves: one panel per metric, one line per run (histories: name -> History)."""
-    if not histories:
+    if not _mapping("histories", histories):
         raise ValueError("histories must name at least one run")
+    for name, h in histories.items():
+        if not isinstance(h, History):
+            raise TypeError(f"histories[{name!r}] must be a History, got {type(h).__name__}")
+        if not len(h):
+            raise ValueError(f"histories[{name!r}] is empty: no epoch was logged")
     if isinstance(metrics, str):
         metrics = (metrics,)
+    if not metrics:
+        raise ValueError("metrics must name at least one metric")
     fig, axes = _figure(len(metrics))
     for ax, metric in zip(axes[0], metrics, strict=True):
         for name, h in histories.items():
@@ -41,8 +62,11 @@ def curves(histories: dict[str, History], metrics=("train_loss", "val_acc"), tit
 def per_layer(norms: dict[str, dict[str, float]], title: str = "Gradient norm per layer") -> Figure:
     """Per-layer gradient norms on a log scale, input layer on the left (norms: run -> layer -> norm).
     Vanishing gradients show as a line falling many decades towards the input."""
-    if not norms:
+    if not _mapping("norms", norms):
         raise ValueError("norms must name at least one run")
+    for name, layers in norms.items():
+        for layer, v in _mapping(f"norms[{name!r}]", layers).items():
+            real(f"norms[{name!r}][{layer!r}]", v, 0)  # a norm: >= 0, not NaN
     fig, axes = _figure(1, width=7)
     ax = axes[0][0]
     for name, per_layer in norms.items():
@@ -58,10 +82,19 @@ def image_grid(images: torch.Tensor, labels=None, ncols: int = 10, title: str | 
     """A grid of images (N, C, H, W) in [0, 1]; 1-channel images are drawn in grey."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError("images must be a tensor of shape (N, 1 or 3, H, W)")
+    if not len(images):
+        raise ValueError("images is empty: nothing to draw")
+    if images.dtype == torch.uint8:  # 0..255 pixels
+        images = images / 255
+    lo, hi = images.min().item(), images.max().item()
+    if not -1e-3 <= lo <= hi <= 1 + 1e-3:  # NaN fails too
+        raise ValueError(f"images must hold values in [0, 1], got {lo:g}..{hi:g} (0..255 pixels: divide by 255)")
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"labels has {len(labels)} entries for {len(images)} images")
+    positive_int("ncols", ncols)
+    real("size", size, 0, math.inf, low_open=True, high_open=True)
     n = len(images)
-    ncols = max(1, min(ncols, n))
+    ncols = min(ncols, n)
     nrows = max(1, math.ceil(n / ncols))
     fig, axes = _figure(ncols, width=size, height=size * (1.25 if labels is not None else 1.0), nrows=nrows)
     for i, ax in enumerate(axes.flat):
@@ -82,7 +115,10 @@ def image_grid(images: torch.Tensor, labels=None, ncols: int = 10, title: str | 
 
 def _labels(name: str, values, k: int) -> torch.Tensor:
     """Class indices 0..k-1 as int64; anything else would land in the wrong cell of the matrix."""
-    t = torch.as_tensor(values)
+    try:
+        t = torch.as_tensor(values)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"{name} must be a list or tensor of class indices, got {type(values).__name__}") from exc
     if t.numel() == 0:  # torch reads [] as float
         return t.long().reshape(-1)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
@@ -96,6 +132,8 @@ def _labels(name: str, values, k: int) -> torch.Tensor:
 
 def confusion(y_true, y_pred, classes, title: str = "Confusion matrix") -> Figure:
     """Counts of (true class, predicted class); the diagonal is what the model got right."""
+    if isinstance(classes, (str, bytes)) or not hasattr(classes, "__len__"):
+        raise TypeError(f"classes must be a list of class names, got {type(classes).__name__} {classes!r}")
     k = len(classes)
     y_true, y_pred = _labels("y_true", y_true, k), _labels("y_pred", y_pred, k)
     if y_true.shape != y_pred.shape:
@@ -116,11 +154,11 @@ def confusion(y_true, y_pred, classes, title: str = "Confusion matrix") -> Figur
 
 def bars(values: dict[str, float], ylabel: str, title: str | None = None, log: bool = False) -> Figure:
     """One labelled bar per entry, its value written on top (latency, size, accuracy...)."""
-    if not values:
+    if not _mapping("values", values):
         raise ValueError("values must have at least one entry")
+    names, heights = list(values), [_number(f"values[{k!r}]", v, positive=log) for k, v in values.items()]
     fig, axes = _figure(1, width=max(4.0, 1.1 * len(values) + 1))
     ax = axes[0][0]
-    names, heights = list(values), [float(v) for v in values.values()]
     rects = ax.bar(names, heights, color=[f"C{i}" for i in range(len(names))])
     ax.bar_label(rects, labels=[fmt(h) for h in heights], fontsize=8)
     ax.set(ylabel=ylabel, title=title or "")
@@ -134,13 +172,19 @@ def lines(series: dict[str, tuple], xlabel: str, ylabel: str, title: str | None 
           reference: dict[str, float] | None = None) -> Figure:
     """y against x for several named series (series: name -> (xs, ys)), e.g. accuracy vs sparsity.
     `reference` draws dashed horizontal lines (name -> y), e.g. the dense model's accuracy."""
-    if not series:
+    if not _mapping("series", series):
         raise ValueError("series must have at least one entry")
+    for name, pair in series.items():
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2 or len(pair[0]) != len(pair[1]):
+            raise ValueError(f"series[{name!r}] must be a pair (xs, ys) of equal lengths")
+        for x in pair[0] if logx else ():
+            _number(f"series[{name!r}] x (logx=True)", x, positive=True)
+    reference = {k: _number(f"reference[{k!r}]", v) for k, v in _mapping("reference", reference or {}).items()}
     fig, axes = _figure(1, width=6)
     ax = axes[0][0]
     for name, (xs, ys) in series.items():
         ax.plot(list(xs), list(ys), marker="o", ms=4, label=name)
-    for i, (name, y) in enumerate((reference or {}).items()):
+    for i, (name, y) in enumerate(reference.items()):
         ax.axhline(y, linestyle="--", color=f"C{len(series) + i}", label=name)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title or "")
     if logx:
@@ -153,9 +197,14 @@ def lines(series: dict[str, tuple], xlabel: str, ylabel: str, title: str | None 
 def grouped_bars(groups: dict[str, dict[str, float]], ylabel: str, title: str | None = None, log: bool = False) -> Figure:
     """Bars in groups, one colour per series (groups: group -> series -> value), e.g. file size
     raw vs compressed for each model, or a probability per class at several temperatures."""
-    if not groups:
+    if not _mapping("groups", groups):
         raise ValueError("groups must have at least one entry")
+    groups = {g: {k: _number(f"groups[{g!r}][{k!r}]", v, positive=log)
+                  for k, v in _mapping(f"groups[{g!r}]", per_series).items()}
+              for g, per_series in groups.items()}
     series = list(dict.fromkeys(k for g in groups.values() for k in g))
+    if not series:
+        raise ValueError("groups must hold at least one value")
     fig, axes = _figure(1, width=min(10.0, max(5.0, 0.3 * len(groups) * len(series) + 2)))
     ax = axes[0][0]
     width = 0.8 / len(series)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import math
 
 import torch
-from lablib.core.validate import integer, real
 import torch.nn.functional as F
+
+from lablib.core.validate import integer, real
 
 # The strong operations and their largest magnitude (FixMatch's RandAugment list, Sohn et al.
 # 2020, table 12, less Equalize and Color: Color does nothing to a grey image).
@@ -57,6 +58,8 @@ def weak(x: torch.Tensor, shift: int = 1, flip: bool = False, generator: torch.G
     _check_images(x)
     if not isinstance(shift, int) or isinstance(shift, bool) or shift < 0:
         raise ValueError(f"shift must be a non-negative int (pixels), got {shift!r}")
+    if not isinstance(flip, bool):  # flip="no" would be truthy
+        raise TypeError(f"flip must be True or False, got {flip!r}")
     if flip:
         mirrored = torch.rand(len(x), generator=generator).to(x.device) < 0.5
         x = torch.where(mirrored[:, None, None, None], x.flip(3), x)
@@ -163,6 +166,10 @@ def rand_augment(x: torch.Tensor, n: int = 2, m: int = 10, seed: int | None = No
     _check_images(x)
     if x.shape[1] not in (1, 3):
         raise ValueError(f"x must have 1 or 3 channels, got {x.shape[1]}")
+    integer("n", n, 1)  # operations per call; kornia checks the top end
+    real("m", m, 0, 30, low_open=True, high_open=True)  # kornia's range
+    if seed is not None:
+        integer("seed", seed)
     from kornia.augmentation.auto import RandAugment
 
     aug = RandAugment(n=n, m=m)

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, TensorDataset
-from lablib.core.validate import positive_int, real
+
+from lablib.core.validate import integer, path, positive_int, real
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SHAPE_CLASSES = ("circle", "square", "triangle")
@@ -26,10 +27,14 @@ class ImageSet(TensorDataset):
     def __init__(self, x: torch.Tensor, y: torch.Tensor, classes):
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4:
             raise ValueError(f"x must be a float tensor of shape (N, C, H, W), got {_describe(x)}")
+        if len(x) and not (x.min() >= 0 and x.max() <= 1):  # False for NaN too
+            raise ValueError(f"x must hold pixel values in [0, 1], got {x.min().item():g}..{x.max().item():g}")
         if not isinstance(y, torch.Tensor) or y.dtype != torch.long or y.shape != (len(x),):
             raise ValueError(f"y must be an int64 tensor of shape ({len(x)},), got {_describe(y)}")
         if isinstance(classes, str) or not hasattr(classes, "__len__") or len(classes) == 0:
             raise ValueError(f"classes must be a non-empty list of class names, got {classes!r}")
+        if len(set(classes)) < len(classes):
+            raise ValueError(f"classes must be distinct names, got {list(classes)!r}")
         # a label outside the classes would be dropped by split() and miscounted by counts()
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
             raise ValueError(f"y holds labels {int(y.min())}..{int(y.max())}, but there are "
@@ -46,7 +51,18 @@ class ImageSet(TensorDataset):
         return self.tensors[1]
 
     def subset(self, index) -> ImageSet:
-        index = torch.as_tensor(index, dtype=torch.long)
+        """The images at `index`: a list or tensor of ints, or a bool mask of len(self)."""
+        try:
+            index = torch.as_tensor(index)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"index must be a list or tensor of ints (or a bool mask), got {index!r}") from None
+        if index.dtype == torch.bool:
+            if index.shape != (len(self),):
+                raise ValueError(f"index as a bool mask must have shape ({len(self)},), got {tuple(index.shape)}")
+            index = index.nonzero().flatten()
+        elif index.numel() and (index.is_floating_point() or index.is_complex()):
+            raise TypeError(f"index must be ints (or a bool mask), got {index.dtype} values")
+        index = index.long()
         return ImageSet(self.x[index], self.y[index], self.classes)
 
     def counts(self) -> list[int]:
@@ -79,9 +95,14 @@ def _describe(t) -> str:
     return type(t).__name__
 
 
-def _check_size(size):
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 4):
-        raise ValueError(f"size must be an int >= 4 (pixels per side) or None, got {size!r}")
+def _check_size(size, optional: bool = False):
+    if not (optional and size is None) and (not isinstance(size, int) or isinstance(size, bool) or size < 4):
+        raise ValueError(f"size must be an int >= 4 (pixels per side){' or None' if optional else ''}, got {size!r}")
+
+
+def _check_imageset(ds):
+    if not isinstance(ds, ImageSet):
+        raise TypeError(f"ds must be an ImageSet (e.g. datasets.digits().train), got {type(ds).__name__}")
 
 
 def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
@@ -92,10 +113,12 @@ def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
 
 def split(ds: ImageSet, val: float = 0.1, test: float = 0.2, seed: int = 0) -> Splits:
     """A seeded, stratified train/val/test split (each class split in the same proportions)."""
+    _check_imageset(ds)
     for name, frac in (("val", val), ("test", test)):
         real(name, frac, 0, 1, high_open=True)
     if val + test >= 1:
         raise ValueError(f"val + test must leave some training data, got {val} + {test}")
+    integer("seed", seed, 0)
     rng = np.random.default_rng(seed)
     parts = {"train": [], "val": [], "test": []}
     for c in range(len(ds.classes)):
@@ -121,7 +144,8 @@ def digits(size: int | None = None, val: float = 0.1, test: float = 0.2, seed: i
     """
     from sklearn.datasets import load_digits  # ships with scikit-learn: no download
 
-    _check_size(size)
+    _check_size(size, optional=True)
+    integer("seed", seed, 0)
     raw = load_digits()
     x = torch.tensor(raw.images, dtype=torch.float32).unsqueeze(1) / 16.0  # pixel values 0..16
     y = torch.tensor(raw.target, dtype=torch.long)
@@ -135,7 +159,9 @@ def labelled_split(ds: ImageSet, per_class: int, seed: int = 0) -> tuple[ImageSe
     The pool keeps its true labels so a lab can *measure* pseudo-label accuracy; a
     semi-supervised method must never train on them.
     """
+    _check_imageset(ds)
     positive_int("per_class", per_class)
+    integer("seed", seed, 0)
     counts = ds.counts()
     if per_class >= min(counts):
         raise ValueError(
@@ -157,6 +183,9 @@ def shapes(n: int = 600, size: int = 32, seed: int = 0, classes=SHAPE_CLASSES) -
     unknown = sorted(set(classes) - set(SHAPE_CLASSES))
     if unknown or not classes:
         raise ValueError(f"classes must be drawn from {SHAPE_CLASSES}, got unknown {unknown}")
+    if len(set(classes)) < len(classes):
+        raise ValueError(f"classes must be distinct, got {classes!r}")
+    integer("seed", seed, 0)
     rng = np.random.default_rng(seed)
     images, labels = [], []
     for i in range(n):
@@ -188,12 +217,10 @@ def image_folder(root, size: int = 32, classes=None, channels: int = 3) -> Image
     resized to size x size. `classes` picks and orders the subfolders to use (default: all,
     sorted). Everything is held in memory, so keep folders workshop-sized.
     """
-    root = Path(root)
+    root = path("root", root)
     if not root.is_dir():
         raise ValueError(f"root {str(root)!r} is not a folder")
-    _check_size(size)
-    if size is None:
-        raise ValueError("size must be an int >= 4: images in a folder come in many sizes")
+    _check_size(size)  # no None: images in a folder come in many sizes
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -201,6 +228,8 @@ def image_folder(root, size: int = 32, classes=None, channels: int = 3) -> Image
         raise ValueError(f"root {str(root)!r} has no class subfolders (expected root/<class>/<image>)")
     if classes is None:
         classes = found
+    if isinstance(classes, str) or len(classes) == 0 or len(set(classes)) < len(classes):
+        raise ValueError(f"classes must be a non-empty list of distinct subfolder names, got {classes!r}")
     unknown = [c for c in classes if c not in found]
     if unknown:
         raise ValueError(f"classes {unknown} are not subfolders of {str(root)!r}; found {found}")
@@ -240,6 +269,11 @@ def _load_image(path: Path, size: int, channels: int) -> np.ndarray:
 
 def loader(ds, batch_size: int = 64, shuffle: bool = False, seed: int = 0, drop_last: bool = False) -> DataLoader:
     """A DataLoader; shuffling uses its own seeded generator so runs repeat exactly."""
+    if not hasattr(ds, "__len__") or not hasattr(ds, "__getitem__"):
+        raise TypeError(f"ds must be a dataset (e.g. an ImageSet), got {type(ds).__name__}")
+    if len(ds) == 0:
+        raise ValueError("ds is empty: a loader needs at least one item")
     positive_int("batch_size", batch_size)
+    integer("seed", seed, 0)
     gen = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, drop_last=drop_last)

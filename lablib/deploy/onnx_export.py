@@ -17,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import tempfile
 import time
 import warnings
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from inspect import signature
 from pathlib import Path
@@ -28,10 +30,13 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 import torch
+from google.protobuf.message import DecodeError
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument, InvalidProtobuf
 from torch import nn
 
 from lablib.core import compat, config
-from lablib.core.validate import existing_file
+from lablib.core.validate import existing_file, integer
+from lablib.core.validate import path as check_path
 
 # The graph optimisation levels of ONNX Runtime, from none to every rewrite it knows:
 #   disabled  run the graph exactly as exported
@@ -99,8 +104,9 @@ def onnx_export(
     newest = onnx.defs.onnx_opset_version()  # the newest opset this onnx package knows
     if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or not 7 <= opset <= newest):
         raise ValueError(f"opset must be an int in [7, {newest}] or None, got {opset!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_path("path", path)
+    _name("input_name", input_name)
+    _name("output_name", output_name)
     if dynamo is None:
         dynamo = dynamo_is_default()
     if dynamo and not dynamo_exporter_available():
@@ -110,6 +116,9 @@ def onnx_export(
     was_training = model.training
     model.eval()
     try:
+        with torch.no_grad():
+            _forward(model, example, "example")  # a wrong shape reads better here than from the exporter
+        path.parent.mkdir(parents=True, exist_ok=True)
         if dynamo:
             if dynamic_batch and example.shape[0] == 1:
                 # torch.export specialises a dimension of size 1; trace with a batch of 2.
@@ -135,6 +144,32 @@ def onnx_export(
     return path
 
 
+def _name(name: str, value) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__} {value!r}")
+    if not value:
+        raise ValueError(f"{name} must not be empty: ONNX names every input and output")
+
+
+def _forward(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
+    """model(x), with an error naming `name` when x does not fit the model (channels, rank)."""
+    try:
+        return model(x)
+    except (RuntimeError, ValueError) as exc:  # torch's shape errors, or the model's own checks
+        raise ValueError(f"{name} of shape {tuple(x.shape)} does not fit the model: {exc}") from None
+
+
+def _load(path: Path) -> onnx.ModelProto:
+    """onnx.load, with an error naming the file when it holds no ONNX model."""
+    try:
+        model = onnx.load(str(path))
+    except DecodeError as exc:
+        raise ValueError(f"{str(path)!r} is not an ONNX model (damaged or truncated?): {exc}") from None
+    if not model.HasField("graph"):  # an empty file parses as an empty model
+        raise ValueError(f"{str(path)!r} is not an ONNX model: it holds no graph")
+    return model
+
+
 def inspect(path) -> dict:
     """What an .onnx file holds, as a dict:
 
@@ -146,7 +181,7 @@ def inspect(path) -> dict:
     nodes    total number of nodes; size_kb: the file's size
     """
     path = existing_file(path)
-    model = onnx.load(str(path))
+    model = _load(path)
 
     def describe(value_info) -> dict:
         tensor = value_info.type.tensor_type
@@ -172,8 +207,9 @@ def session_options(threads: int | None = None, level: str = "all") -> ort.Sessi
     """SessionOptions with `threads` intra-op threads (the threads one operator, e.g. a big
     Conv, is split over; None or 0 = ONNX Runtime's default, one per physical core) and the
     graph optimisation `level` (a key of LEVELS)."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
-        raise ValueError(f"threads must be an int >= 0 or None, got {threads!r}")
+    if threads is not None:
+        # more threads than cores only oversubscribe, but lab 07 compares up to 4 on any machine
+        integer("threads", threads, 0, max(os.cpu_count() or 1, 4))
     if level not in LEVELS:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
     options = ort.SessionOptions()
@@ -198,7 +234,7 @@ def provider_name(provider: str) -> str:
     """'cuda' -> 'CUDAExecutionProvider'; full names pass through. ValueError for unknown
     names, and for providers this onnxruntime build does not have (with what to install)."""
     if not isinstance(provider, str):
-        raise TypeError(f"providers must be names (str), got {type(provider).__name__}")
+        raise TypeError(f"provider must be a name (str) such as 'cpu', got {type(provider).__name__}")
     name = PROVIDERS.get(provider.lower(), provider)
     known = set(PROVIDERS.values()) | set(ort.get_all_providers())
     if name not in known:
@@ -235,10 +271,17 @@ def session(path, providers=None, threads: int | None = None, level: str = "all"
     names = [provider_name(p) for p in providers]
     options = session_options(config.threads() if threads is None else threads, level)
     if optimized_path is not None:
+        optimized_path = check_path("optimized_path", optimized_path)
+        if optimized_path.is_dir():
+            raise ValueError(f"optimized_path {str(optimized_path)!r} is a folder; name a file in it")
+        optimized_path.parent.mkdir(parents=True, exist_ok=True)
         options.optimized_model_filepath = str(optimized_path)
         # saving an NCHWc-optimised graph makes ORT warn it is hardware specific: we know
         options.log_severity_level = 3  # errors only
-    return ort.InferenceSession(str(path), sess_options=options, providers=names)
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=names)
+    except (InvalidProtobuf, InvalidArgument) as exc:  # an empty, truncated or foreign file
+        raise ValueError(f"ONNX Runtime cannot load {str(path)!r}: {exc}") from None
 
 
 def ort_predict(sess: ort.InferenceSession, x: torch.Tensor) -> torch.Tensor:
@@ -247,6 +290,9 @@ def ort_predict(sess: ort.InferenceSession, x: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"sess must be an onnxruntime.InferenceSession, got {type(sess).__name__}")
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    expected = sess.get_inputs()[0].shape  # ints where fixed; names (or None) where free
+    if x.ndim != len(expected) or any(isinstance(d, int) and d != n for d, n in zip(expected, x.shape, strict=True)):
+        raise ValueError(f"x has shape {tuple(x.shape)}, but the model's input is {expected}")
     # ORT takes and returns NumPy arrays; float32 and contiguous, as the graph expects
     feed = {sess.get_inputs()[0].name: x.detach().cpu().float().contiguous().numpy()}
     return torch.from_numpy(sess.run(None, feed)[0])
@@ -273,7 +319,12 @@ def parity(model: nn.Module, sess_or_path, batch_sizes=(1, 7, 64), x: torch.Tens
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     sizes = _batch_sizes(batch_sizes)
+    integer("seed", seed)
+    if not isinstance(sess_or_path, (ort.InferenceSession, str, os.PathLike)):
+        raise TypeError(f"sess_or_path must be an onnxruntime.InferenceSession or a path, "
+                        f"got {type(sess_or_path).__name__}")
     sess = sess_or_path if isinstance(sess_or_path, ort.InferenceSession) else session(sess_or_path)
+    name = "x" if x is not None else "the ONNX file's input"
     if x is not None:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor or None, got {type(x).__name__}")
@@ -290,7 +341,7 @@ def parity(model: nn.Module, sess_or_path, batch_sizes=(1, 7, 64), x: torch.Tens
     try:
         with torch.inference_mode():
             for b in sizes:
-                eager = model(x[:b]).float().cpu()
+                eager = _forward(model, x[:b], name).float().cpu()
                 diffs[b] = (eager - ort_predict(sess, x[:b])).abs().max().item()
     finally:
         model.train(was_training)
@@ -300,14 +351,23 @@ def parity(model: nn.Module, sess_or_path, batch_sizes=(1, 7, 64), x: torch.Tens
 def ort_accuracy(sess: ort.InferenceSession, loader) -> tuple[float, torch.Tensor]:
     """Accuracy of the session over `loader` (batches of images, labels), and its predicted
     class for every example, in loader order."""
+    if not isinstance(sess, ort.InferenceSession):
+        raise TypeError(f"sess must be an onnxruntime.InferenceSession, got {type(sess).__name__}")
+    if not isinstance(loader, Iterable):
+        raise TypeError(f"loader must yield (images, labels) batches, got {type(loader).__name__}")
     predictions, labels = [], []
     for x, y in loader:
-        predictions.append(ort_predict(sess, x).argmax(dim=1))
-        labels.append(y)
+        logits = ort_predict(sess, x)
+        predictions.append(logits.argmax(dim=1))
+        labels.append(torch.as_tensor(y))
     if not predictions:
         raise ValueError("loader yielded no batches")
-    predicted = torch.cat(predictions)
-    return (predicted == torch.cat(labels)).float().mean().item(), predicted
+    predicted, y = torch.cat(predictions), torch.cat(labels)
+    classes = logits.shape[1]
+    if y.is_floating_point() or y.shape != predicted.shape or not bool(((y >= 0) & (y < classes)).all()):
+        raise ValueError(f"loader's labels must be class indices in [0, {classes}), one per image; "
+                         f"got {y.dtype} {tuple(y.shape)} from {y.min().item()} to {y.max().item()}")
+    return (predicted == y).float().mean().item(), predicted
 
 
 def export_and_run(model: nn.Module, x: torch.Tensor, path=None, **options) -> torch.Tensor:

@@ -28,6 +28,30 @@ def _device_type(device) -> str:
     return kind
 
 
+def _check_batch(model, x, y, *, y_optional: bool = False) -> None:
+    """model a Module, x a tensor, y a tensor of class ids, one per row of x (or None if optional)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+    if (y is not None or not y_optional) and not isinstance(y, torch.Tensor):
+        raise TypeError(f"y must be a tensor of class ids, got {type(y).__name__}")
+    if y is not None and y.dtype not in (torch.long, torch.uint8):  # what cross_entropy takes
+        raise TypeError(f"y must hold class ids (int64), got {y.dtype}")
+    if y is not None and y.shape != x.shape[:1]:
+        raise ValueError(f"y must hold one class id per row of x ({len(x)}), got shape {tuple(y.shape)}")
+
+
+def _forward(model, x):
+    """model(x), a shape mismatch reported as the ValueError about x that it is."""
+    try:
+        return model(x)
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as e:
+        raise ValueError(f"x of shape {tuple(x.shape)} does not fit the model: {e}") from e
+
+
 def supports(device, dtype) -> bool:
     """Can this machine train under autocast at `dtype` on `device`? (fp32 needs no autocast.)
     Says nothing about speed: a CPU without bf16 units runs bf16, only slowly."""
@@ -47,10 +71,8 @@ def autocast_dtypes(model: nn.Module, x: torch.Tensor, device, dtype, y: torch.T
     """Run one forward pass under autocast and report the dtype each layer's output came out in:
     [(layer name, layer type, dtype)], in call order. With labels `y`, the cross-entropy loss is
     added as a last row. Forward hooks on the leaf modules do the recording."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+    _check_batch(model, x, y, y_optional=True)
+    _device_type(device)
     rows: list[tuple[str, str, str]] = []
 
     def hook(name):
@@ -62,7 +84,7 @@ def autocast_dtypes(model: nn.Module, x: torch.Tensor, device, dtype, y: torch.T
     handles = [m.register_forward_hook(hook(n)) for n, m in leaves]
     try:
         with torch.no_grad(), autocast(device, dtype):
-            out = model(x)
+            out = _forward(model, x)
             if y is not None:
                 loss = F.cross_entropy(out, y)
                 rows.append(("loss", "cross_entropy", str(loss.dtype).removeprefix("torch.")))
@@ -90,8 +112,14 @@ def train_step(model: nn.Module, x, y, opt, scaler, device, dtype) -> torch.Tens
     """One mixed-precision optimizer step, the current spelling, written out (the reference for
     the step a learner writes; `fit` runs the same sequence in train.optimizer_step). Returns
     the (fp32) loss."""
+    _check_batch(model, x, y)
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise TypeError(f"opt must be a torch.optim optimizer, got {type(opt).__name__}")
+    if not isinstance(scaler, torch.amp.GradScaler):
+        raise TypeError(f"scaler must be a torch.amp.GradScaler (see compat.grad_scaler), got {type(scaler).__name__}")
+    _device_type(device)
     with autocast(device, dtype):  # forward (and loss) in the autocast dtypes
-        loss = F.cross_entropy(model(x).float(), y)
+        loss = F.cross_entropy(_forward(model, x).float(), y)
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()  # loss x scale: small fp16 gradients stay above 0
     scaler.step(opt)  # unscales the gradients; skips the step if any is inf/NaN
@@ -103,6 +131,8 @@ def step_fn(model: nn.Module, x, y, device, dtype, lr: float = 1e-3) -> Callable
     """A no-argument training step of `model` on one batch at `dtype` (Adam; a GradScaler that
     is on for fp16 only), ready for bench.latency / bench.compare."""
     kind, dt = _device_type(device), precision_dtype(dtype)
+    _check_batch(model, x, y)
+    real("lr", lr, 0, math.inf, low_open=True, high_open=True)
     model.to(kind).train()
     x, y = x.to(kind), y.to(kind)
     opt = torch.optim.Adam(model.parameters(), lr=lr)

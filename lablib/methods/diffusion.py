@@ -27,7 +27,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
 from lablib.core import cache
-from lablib.core.validate import positive_int, real
+from lablib.core.validate import integer, path, positive_int, real
 from lablib.nets import train
 
 # ---------------------------------------------------------------------------------------------
@@ -44,7 +44,10 @@ def make_unet(image_size: int = 16, channels: int = 1, num_classes: int = 10,
     positive_int("image_size", image_size)
     positive_int("channels", channels)
     positive_int("num_classes", num_classes)
-    if len(widths) < 2 or image_size % 2 ** (len(widths) - 1):
+    if (not isinstance(widths, (tuple, list)) or len(widths) < 2
+            or any(isinstance(w, bool) or not isinstance(w, int) or w < 8 or w % 8 for w in widths)):
+        raise ValueError(f"widths must be 2 or more channel counts, each a multiple of 8 (GroupNorm), got {widths!r}")
+    if image_size % 2 ** (len(widths) - 1):
         raise ValueError(f"image_size {image_size} must halve cleanly {len(widths) - 1} times (widths={widths})")
     down = ("DownBlock2D",) * (len(widths) - 1) + ("AttnDownBlock2D",)
     up = ("AttnUpBlock2D",) + ("UpBlock2D",) * (len(widths) - 1)
@@ -63,6 +66,8 @@ def make_schedulers(num_train_timesteps: int = 1000, beta_schedule: str = "linea
     model's estimate of the clean image within the data range [-1, 1].
     """
     positive_int("num_train_timesteps", num_train_timesteps)
+    if beta_schedule not in ("linear", "scaled_linear", "squaredcos_cap_v2"):
+        raise ValueError(f"beta_schedule must be linear, scaled_linear or squaredcos_cap_v2, got {beta_schedule!r}")
     train_sched = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
                                 clip_sample=True)
     # steps_offset=1 is what the Stable Diffusion configs use; without it diffusers warns that
@@ -73,26 +78,73 @@ def make_schedulers(num_train_timesteps: int = 1000, beta_schedule: str = "linea
 
 def num_classes(model: UNet2DModel) -> int:
     """The classes a make_unet model draws (its last class embedding is "no class")."""
+    if not isinstance(model, UNet2DModel):
+        raise TypeError(f"model must be a UNet2DModel (see make_unet), got {type(model).__name__}")
     if model.config.num_class_embeds is None:
         raise ValueError("model has no class embedding: build it with make_unet(num_classes=...)")
     return model.config.num_class_embeds - 1
 
 
-def _check_labels(labels: torch.Tensor, n: int) -> None:
+def _tensor(name: str, value) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
+    return value
+
+
+def _check_scheduler(scheduler, kinds, which: str) -> None:
+    if not isinstance(scheduler, kinds):
+        raise TypeError(f"scheduler must be {which}, got {type(scheduler).__name__}")
+
+
+def _check_labels(labels: torch.Tensor, n: int, *, with_null: bool = False) -> None:
+    """Class ids in 0..n-1 (and n, "no class", where the training loss sees it)."""
     if len(labels) == 0:
         raise ValueError("labels must name at least one class id")
-    if labels.min() < 0 or labels.max() >= n:
-        bad = labels[(labels < 0) | (labels >= n)][0].item()
-        raise ValueError(f"labels: class id {bad} is unknown; the model knows classes 0..{n - 1}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class ids, got {labels.dtype}")
+    top = n + with_null
+    if labels.min() < 0 or labels.max() >= top:
+        bad = labels[(labels < 0) | (labels >= top)][0].item()
+        null = f" ({n} = no class)" if with_null else ""
+        raise ValueError(f"labels: class id {bad} is unknown; the model knows classes 0..{top - 1}{null}")
+
+
+def _alpha_bar(name: str, value, like: torch.Tensor, *, positive: bool, device=None) -> torch.Tensor:
+    """ᾱ (a number or a tensor) as a tensor of `like`'s dtype, each value in [0, 1]; in (0, 1]
+    with positive=True, where a formula divides by sqrt(ᾱ)."""
+    if isinstance(value, (bool, str)):
+        raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__} {value!r}")
+    try:
+        a = torch.as_tensor(value, dtype=like.dtype, device=device)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}") from None
+    bad = a.isnan() | (a <= 0 if positive else a < 0) | (a > 1)
+    if bad.any():
+        raise ValueError(f"{name} must be in {'(0, 1]' if positive else '[0, 1]'}, got {a[bad].flatten()[0].item():g}")
+    return a
+
+
+def _broadcasts(name: str, a: torch.Tensor, x: torch.Tensor, x_name: str) -> None:
+    try:
+        fits = torch.broadcast_shapes(a.shape, x.shape) == x.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{name} {tuple(a.shape)} must broadcast to {x_name} {tuple(x.shape)} (e.g. a number)")
 
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
     """Images in [0, 1] -> [-1, 1], the range the noise schedule assumes (noise has std 1)."""
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        raise TypeError(f"images must be a float tensor, got {getattr(images, 'dtype', type(images).__name__)}")
+    if images.numel() and (images.min() < 0 or images.max() > 1):
+        raise ValueError(f"images must be in [0, 1], got values up to {images.max():g} and down to {images.min():g}")
     return images * 2 - 1
 
 
 def to_image_range(x: torch.Tensor) -> torch.Tensor:
     """[-1, 1] -> images in [0, 1]."""
+    _tensor("x", x)
     return ((x + 1) / 2).clamp(0, 1)
 
 
@@ -103,9 +155,12 @@ def add_noise(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) ->
     image is untouched, at ᾱ → 0 it is pure noise. No loop over t is needed: that is what makes
     DDPM training cheap (any t, one line).
     """
-    if x0.shape != noise.shape:
+    if _tensor("x0", x0).shape != _tensor("noise", noise).shape:
         raise ValueError(f"x0 {tuple(x0.shape)} and noise {tuple(noise.shape)} must have the same shape")
-    alpha_bar = torch.as_tensor(alpha_bar, dtype=x0.dtype, device=x0.device).reshape(-1, *[1] * (x0.ndim - 1))
+    alpha_bar = _alpha_bar("alpha_bar", alpha_bar, x0, positive=False, device=x0.device)
+    if alpha_bar.numel() not in (1, len(x0)):
+        raise ValueError(f"alpha_bar must hold one value per image ({len(x0)}) or one for all, got {alpha_bar.numel()}")
+    alpha_bar = alpha_bar.reshape(-1, *[1] * (x0.ndim - 1))
     return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
 
 
@@ -114,8 +169,13 @@ def ddpm_loss(model: UNet2DModel, x0: torch.Tensor, labels: torch.Tensor, schedu
     """The DDPM training loss for a batch of clean images x0 in [-1, 1] and their classes:
     pick a random step t per image, noise the image to x_t, and score how well the model
     recovers the noise ε that was added (mean squared error)."""
-    if labels.shape != x0.shape[:1]:
+    null = num_classes(model)
+    if _tensor("x0", x0).ndim != 4 or x0.shape[1] != model.config.in_channels:
+        raise ValueError(f"x0 must be (N, {model.config.in_channels}, H, W) for this model, got {tuple(x0.shape)}")
+    if _tensor("labels", labels).shape != x0.shape[:1]:
         raise ValueError(f"labels must have shape ({len(x0)},), got {tuple(labels.shape)}")
+    _check_labels(labels, null, with_null=True)
+    _check_scheduler(scheduler, (DDPMScheduler, DDIMScheduler), "the DDPMScheduler make_schedulers() returns first")
     t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), generator=generator).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     alpha_bar = scheduler.alphas_cumprod.to(x0.device)[t]
@@ -133,14 +193,13 @@ def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64, p_
     same batches. num_classes defaults to the largest label + 1 (pass it when a class may be
     missing from `labels`, e.g. make_unet's num_classes)."""
     positive_int("batch_size", batch_size)
-    if images.ndim != 4 or labels.shape != images.shape[:1]:
+    if _tensor("images", images).ndim != 4 or _tensor("labels", labels).shape != images.shape[:1]:
         raise ValueError(f"images must be (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}")
     if len(images) == 0:
         raise ValueError("images must hold at least one image")
     if isinstance(p_uncond, bool) or not isinstance(p_uncond, (int, float)) or not 0 <= p_uncond < 1:
         raise ValueError(f"p_uncond must be in [0, 1), got {p_uncond!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    integer("seed", seed, 0)
     null = int(labels.max()) + 1 if num_classes is None else positive_int("num_classes", num_classes)
     _check_labels(labels, null)
     x_all, labels = to_model_range(images), labels.long()
@@ -158,6 +217,8 @@ def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64, p_
 def warmup_cosine(k: int, total: int) -> float:
     """The learning-rate factor at step k of `total` (a `schedule=` for train.fit): a linear
     warm-up over the first 5 % of the steps, then cosine decay towards 0."""
+    positive_int("total", total)
+    integer("k", k, 0, total)
     warmup = max(1, total // 20)
     return min(1.0, (k + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * k / total))
 
@@ -171,6 +232,7 @@ def train_unet(model: UNet2DModel, images: torch.Tensor, labels: torch.Tensor, s
     loss of each `log_every` steps). `seed` seeds the batches; seed + 1 the step's t and noise."""
     positive_int("steps", steps)
     null = num_classes(model)
+    _check_scheduler(scheduler, (DDPMScheduler, DDIMScheduler), "the DDPMScheduler make_schedulers() returns first")
     data = batches(images, labels, batch_size, p_uncond, seed, num_classes=null)
     gen = torch.Generator().manual_seed(seed + 1)
 
@@ -197,10 +259,17 @@ def sample(model: UNet2DModel, labels, scheduler: DDIMScheduler, *, steps: int =
     """
     positive_int("steps", steps)
     positive_int("batch_size", batch_size)
-    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    integer("seed", seed, 0)
+    # DDPMScheduler.step has no eta: sampling needs the DDIM sampler
+    _check_scheduler(scheduler, DDIMScheduler, "a DDIMScheduler (the sampler make_schedulers() returns second)")
+    try:
+        labels = torch.as_tensor(labels).reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"labels must be class ids (a list or tensor of ints), got {type(labels).__name__}") from None
     real("guidance_scale", guidance_scale, 1, math.inf, high_open=True)  # 1 = no guidance
     null = num_classes(model)
     _check_labels(labels, null)
+    labels = labels.long()
     device = next(model.parameters()).device
     model.eval()
     gen = torch.Generator().manual_seed(seed)
@@ -231,7 +300,10 @@ def sample(model: UNet2DModel, labels, scheduler: DDIMScheduler, *, steps: int =
 
 def predict_x0(x_t: torch.Tensor, noise_pred: torch.Tensor, alpha_bar) -> torch.Tensor:
     """The clean image the model's noise estimate implies: add_noise solved for x_0."""
-    alpha_bar = torch.as_tensor(alpha_bar, dtype=x_t.dtype)
+    if _tensor("x_t", x_t).shape != _tensor("noise_pred", noise_pred).shape:
+        raise ValueError(f"x_t {tuple(x_t.shape)} and noise_pred {tuple(noise_pred.shape)} must have the same shape")
+    alpha_bar = _alpha_bar("alpha_bar", alpha_bar, x_t, positive=True)  # divided by below
+    _broadcasts("alpha_bar", alpha_bar, x_t, "x_t")
     return (x_t - (1 - alpha_bar).sqrt() * noise_pred) / alpha_bar.sqrt()
 
 
@@ -240,10 +312,13 @@ def ddim_step(x_t: torch.Tensor, noise_pred: torch.Tensor, alpha_bar_t, alpha_ba
     image x̂_0 from x_t, then re-noise it to the *lower* noise level ᾱ_prev with the same noise
     direction: x_prev = sqrt(ᾱ_prev)·x̂_0 + sqrt(1 - ᾱ_prev)·ε̂. (diffusers' DDIMScheduler.step
     does this, plus optional clipping of x̂_0 and the stochastic eta > 0 variant.)"""
-    if x_t.shape != noise_pred.shape:
+    if _tensor("x_t", x_t).shape != _tensor("noise_pred", noise_pred).shape:
         raise ValueError(f"x_t {tuple(x_t.shape)} and noise_pred {tuple(noise_pred.shape)} must have the same shape")
+    alpha_bar_t = _alpha_bar("alpha_bar_t", alpha_bar_t, x_t, positive=True)  # predict_x0 divides by it
+    _broadcasts("alpha_bar_t", alpha_bar_t, x_t, "x_t")
+    alpha_bar_prev = _alpha_bar("alpha_bar_prev", alpha_bar_prev, x_t, positive=False)
+    _broadcasts("alpha_bar_prev", alpha_bar_prev, x_t, "x_t")
     x0_hat = predict_x0(x_t, noise_pred, alpha_bar_t)
-    alpha_bar_prev = torch.as_tensor(alpha_bar_prev, dtype=x_t.dtype)
     return alpha_bar_prev.sqrt() * x0_hat + (1 - alpha_bar_prev).sqrt() * noise_pred
 
 
@@ -254,16 +329,23 @@ def nearest_distance(images: torch.Tensor, reference: torch.Tensor) -> torch.Ten
     """For each image, the Euclidean (pixel) distance to its nearest neighbour in `reference`.
     Generated images much closer to the training set than fresh real images are is the sign of
     a model that memorised (copied) its training data."""
+    _tensor("images", images)
+    _tensor("reference", reference)
     if images.ndim != 4 or reference.ndim != 4 or images.shape[1:] != reference.shape[1:]:
         raise ValueError(f"images {tuple(images.shape)} and reference {tuple(reference.shape)} must be (N, C, H, W) of one size")
+    if len(reference) == 0:
+        raise ValueError("reference must hold at least one image")
     return torch.cdist(images.flatten(1).double(), reference.flatten(1).double()).min(dim=1).values.float()
 
 
 def diversity(images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Per class, the mean pixel distance between two different images of that class (NaN for
     a class with fewer than two). A model that draws one "average 3" every time scores low."""
-    if labels.shape != images.shape[:1]:
+    positive_int("num_classes", num_classes)
+    if _tensor("labels", labels).shape != _tensor("images", images).shape[:1]:
         raise ValueError(f"labels must have shape ({len(images)},), got {tuple(labels.shape)}")
+    if len(labels):  # no images: every class is NaN
+        _check_labels(labels, num_classes)
     out = torch.full((num_classes,), float("nan"))
     for c in range(num_classes):
         x = images[labels == c].flatten(1).double()
@@ -280,22 +362,32 @@ def save_unet(model: UNet2DModel, folder, extra: dict | None = None) -> Path:
     """save_pretrained (config.json + safetensors weights) and `extra` (e.g. the loss curve,
     as extra.json), written atomically by cache.write_folder: an interrupted save never leaves a
     half-written checkpoint that a later run would trust."""
+    if not isinstance(model, UNet2DModel):
+        raise TypeError(f"model must be a UNet2DModel (see make_unet), got {type(model).__name__}")
+    folder = path("folder", folder)
+    if extra is not None and not isinstance(extra, dict):
+        raise TypeError(f"extra must be a dict or None, got {type(extra).__name__}")
+    try:
+        text = json.dumps(extra or {})
+    except (TypeError, ValueError) as e:  # a tensor, a set, a circular reference...
+        raise TypeError(f"extra must hold only JSON values (numbers, strings, lists, dicts): {e}") from None
+
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "extra.json").write_text(json.dumps(extra or {}), encoding="utf-8")
+        (tmp / "extra.json").write_text(text, encoding="utf-8")
     return cache.write_folder(folder, write)
 
 
 def has_checkpoint(folder) -> bool:
     """Whether save_unet finished writing `folder` (a killed save never marks it complete)."""
-    folder = Path(folder)
+    folder = path("folder", folder)
     return cache.is_complete(folder) and (folder / "diffusion_pytorch_model.safetensors").is_file()
 
 
 def load_unet(folder) -> tuple[UNet2DModel, dict]:
     """The UNet saved by save_unet (from_pretrained reads the safetensors file: no pickle), and
     its extra.json."""
-    folder = Path(folder)
+    folder = path("folder", folder)
     if not has_checkpoint(folder):
         raise FileNotFoundError(f"folder {str(folder)!r} holds no saved UNet (config.json + "
                                 "diffusion_pytorch_model.safetensors); train one and save_unet it first")

@@ -23,13 +23,13 @@ pieces that plug in:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lablib.core.validate import positive_int, real
+from lablib.core.validate import integer, positive_int, real
 from lablib.data import augment
 from lablib.nets.train import predict
 
@@ -44,20 +44,28 @@ def check_mu(mu) -> int:
     return mu
 
 
+def _tensor(name: str, value) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
 def confident_pseudo_labels(weak_logits: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(pseudo-labels, mask): the top class of each row, and whether its probability reaches tau.
     Detached: a pseudo-label is a target, and no gradient may flow into it."""
     tau = check_tau(tau)
-    if weak_logits.ndim != 2:
+    if _tensor("weak_logits", weak_logits).ndim != 2:
         raise ValueError(f"weak_logits must be (batch, classes), got {tuple(weak_logits.shape)}")
     confidence, labels = F.softmax(weak_logits.detach(), dim=1).max(dim=1)
     return labels, confidence >= tau
 
 
 def _same_shape(strong_logits: torch.Tensor, weak_logits: torch.Tensor) -> None:
-    if strong_logits.shape != weak_logits.shape:
+    if _tensor("strong_logits", strong_logits).shape != _tensor("weak_logits", weak_logits).shape:
         raise ValueError(f"strong_logits {tuple(strong_logits.shape)} and weak_logits "
                          f"{tuple(weak_logits.shape)} must have the same shape")
+    if len(weak_logits) == 0:  # the loss averages over the images: over none it is NaN
+        raise ValueError("strong_logits and weak_logits are empty: there is no image to average over")
 
 
 def unsupervised_loss(strong_logits: torch.Tensor, weak_logits: torch.Tensor, tau: float) -> torch.Tensor:
@@ -96,6 +104,11 @@ def _unpack(batch):
 def pseudo_label_accuracy(pseudo: torch.Tensor, mask: torch.Tensor, y_u: torch.Tensor | None) -> torch.Tensor:
     """Share of the pseudo-labels used (mask) that equal the true labels y_u: NaN when none is
     used or y_u is None. Measurement only: never part of a loss."""
+    if _tensor("mask", mask).dtype != torch.bool or mask.shape != _tensor("pseudo", pseudo).shape:
+        raise ValueError(f"mask must be a bool tensor shaped like pseudo {tuple(pseudo.shape)}, "
+                         f"got {mask.dtype} {tuple(mask.shape)}")
+    if y_u is not None and _tensor("y_u", y_u).shape != pseudo.shape:
+        raise ValueError(f"y_u must be shaped like pseudo {tuple(pseudo.shape)}, got {tuple(y_u.shape)}")
     if y_u is None or not mask.any():
         return torch.tensor(float("nan"))
     return (pseudo[mask] == y_u[mask]).float().mean()
@@ -110,9 +123,10 @@ def fixmatch_step(model: nn.Module, batch, tau: float = 0.95, lambda_u: float = 
     tau = check_tau(tau)
     if isinstance(lambda_u, bool) or not isinstance(lambda_u, (int, float)) or not lambda_u >= 0:
         raise ValueError(f"lambda_u (the unlabelled loss weight) must be a number >= 0, got {lambda_u!r}")
+    _views(weak=weak, strong=strong)
     x_l, y_l, x_u, y_u = _unpack(batch)
     # 1. supervised: ordinary cross-entropy on weakly augmented labelled images
-    supervised = F.cross_entropy(model(weak(x_l)), y_l)
+    supervised = _labelled_loss(model, x_l, y_l, weak)
     # 2. pseudo-labels from the weak view. No gradient: they are targets, and a graph for this
     #    pass would only cost memory and time
     with torch.no_grad():
@@ -124,11 +138,30 @@ def fixmatch_step(model: nn.Module, batch, tau: float = 0.95, lambda_u: float = 
     return loss, {"mask_rate": mask.float().mean(), "pseudo_acc": pseudo_label_accuracy(pseudo, mask, y_u)}
 
 
+def _views(**augmentations) -> None:
+    for name, f in augmentations.items():
+        if not callable(f):
+            raise TypeError(f"{name} must be an augmentation, a function images -> images, got {type(f).__name__}")
+
+
+def _labelled_loss(model: nn.Module, x_l: torch.Tensor, y_l: torch.Tensor, weak) -> torch.Tensor:
+    """Cross-entropy on the weakly augmented labelled images, with y_l checked against the
+    model's classes first (out of range, cross_entropy fails deep inside torch, on a GPU with a
+    device-side assert)."""
+    logits = model(weak(x_l))
+    classes = logits.shape[1]
+    if _tensor("y_l", y_l).is_floating_point() or not bool(((y_l >= 0) & (y_l < classes)).all()):
+        raise ValueError(f"y_l (the batch's labels) must be class indices in [0, {classes}), "
+                         f"got {y_l.dtype} values from {y_l.min().item()} to {y_l.max().item()}")
+    return F.cross_entropy(logits, y_l)
+
+
 def supervised_step(model: nn.Module, batch, weak=augment.weak) -> torch.Tensor:
     """The baseline's step for train.fit: cross-entropy on the weakly augmented labelled images
     of a `batches` batch; the unlabelled part is ignored."""
+    _views(weak=weak)
     x_l, y_l, _, _ = _unpack(batch)
-    return F.cross_entropy(model(weak(x_l)), y_l)
+    return _labelled_loss(model, x_l, y_l, weak)
 
 
 def batches(labelled, unlabelled, batch_size: int = 32, mu: int = 7, seed: int = 0) -> Iterator[tuple]:
@@ -167,9 +200,13 @@ def mask_rate_curve(confidence: torch.Tensor, correct: torch.Tensor, taus) -> li
     """For each tau: the mask rate (share of images with confidence >= tau) and the accuracy of
     the pseudo-labels so kept (nan when none is kept). `confidence` is each image's top
     probability, `correct` whether its top class is right (bool), e.g. on a labelled hold-out."""
-    if confidence.shape != correct.shape or confidence.ndim != 1:
+    if _tensor("confidence", confidence).shape != _tensor("correct", correct).shape or confidence.ndim != 1:
         raise ValueError(f"confidence and correct must be 1-d and the same shape, got "
                          f"{tuple(confidence.shape)} and {tuple(correct.shape)}")
+    if not bool(((confidence >= 0) & (confidence <= 1)).all()):
+        raise ValueError("confidence must hold probabilities in [0, 1] (softmax outputs, not logits)")
+    if isinstance(taus, str) or not isinstance(taus, Iterable):
+        raise TypeError(f"taus must be a list of thresholds, got {type(taus).__name__}")
     rows = []
     for tau in taus:
         kept = confidence >= check_tau(tau)
@@ -191,4 +228,5 @@ def cosine_lr(step: int, total: int) -> float:
     learning rate at step k of K; it ends at ~20 %, not 0."""
     if isinstance(total, bool) or not isinstance(total, int) or total < 1:
         raise ValueError(f"total must be a positive int (the number of steps), got {total!r}")
+    integer("step", step, 0)
     return math.cos(7 * math.pi * step / (16 * total))

@@ -36,11 +36,15 @@ def prunable(model: nn.Module) -> list[tuple[nn.Module, str]]:
 
     Biases are left alone: they are few, and zeroing one shifts a whole neuron.
     """
+    return _prunable(model, "model")
+
+
+def _prunable(model: nn.Module, name: str) -> list[tuple[nn.Module, str]]:
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
     pairs = [(m, "weight") for m in model.modules() if isinstance(m, PRUNABLE)]
     if not pairs:
-        raise ValueError(f"model has no Linear or Conv2d layer to prune ({type(model).__name__})")
+        raise ValueError(f"{name} has no Linear or Conv2d layer to prune ({type(model).__name__})")
     return pairs
 
 
@@ -62,7 +66,7 @@ def sparsity(model_or_tensor) -> float:
         weights = [model_or_tensor]
     elif isinstance(model_or_tensor, nn.Module):
         # getattr, not named_parameters: on a pruned layer `weight` is weight_orig * mask
-        weights = [getattr(m, name) for m, name in prunable(model_or_tensor)]
+        weights = [getattr(m, name) for m, name in _prunable(model_or_tensor, "model_or_tensor")]
     else:
         raise TypeError(f"model_or_tensor must be an nn.Module or a tensor, got {type(model_or_tensor).__name__}")
     zeros = sum((w == 0).sum().item() for w in weights)

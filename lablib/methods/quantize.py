@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import tempfile
 import warnings
 from pathlib import Path
@@ -39,6 +40,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from lablib.core.validate import existing_file, positive_int
+from lablib.core.validate import path as check_path
+from lablib.deploy import onnx_export
 
 FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
 
@@ -99,13 +102,19 @@ def symmetric_scale(x: torch.Tensor, bits: int = 8, per_channel: bool = False) -
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     _check_bits(bits)
+    if x.numel() == 0:
+        raise ValueError(f"x is empty (shape {tuple(x.shape)}): it has no largest value")
     top = 2 ** (bits - 1) - 1
     if not per_channel:
-        return x.detach().abs().max().clamp_min(1e-12) / top
-    if x.ndim == 0 or len(x) == 0:
+        scale = x.detach().abs().max().clamp_min(1e-12) / top
+    elif x.ndim == 0:
         raise ValueError(f"per_channel needs a tensor with channels along dim 0, got shape {tuple(x.shape)}")
-    largest = x.detach().abs().reshape(len(x), -1).amax(dim=1).clamp_min(1e-12)
-    return (largest / top).reshape(-1, *([1] * (x.ndim - 1)))
+    else:
+        largest = x.detach().abs().reshape(len(x), -1).amax(dim=1).clamp_min(1e-12)
+        scale = (largest / top).reshape(-1, *([1] * (x.ndim - 1)))
+    if not bool(scale.isfinite().all()):  # max() passes NaN and inf on
+        raise ValueError("x holds inf or NaN: it has no finite range to quantize")
+    return scale
 
 
 def affine_params(x: torch.Tensor, bits: int = 8) -> tuple[float, int]:
@@ -119,7 +128,10 @@ def affine_params(x: torch.Tensor, bits: int = 8) -> tuple[float, int]:
         raise ValueError("x is empty: its range is undefined")
     _check_bits(bits)
     qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    lo, hi = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
+    lo, hi = x.min().item(), x.max().item()
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"x holds inf or NaN (min {lo}, max {hi}): it has no finite range to quantize")
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
     scale = max((hi - lo) / (qmax - qmin), 1e-12)
     zero_point = int(min(max(round(qmin - lo / scale), qmin), qmax))
     return scale, zero_point
@@ -132,15 +144,29 @@ def file_size(path) -> int:
     return existing_file(path, "path").stat().st_size
 
 
+def _check_images(name: str, images, shape=None) -> None:
+    """Calibration images: a non-empty (N, C, H, W) tensor that fits the model's input `shape`
+    (ints where fixed, names or 0 where free), when given."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of calibration images, got {type(images).__name__}")
+    if images.ndim != 4 or len(images) == 0:
+        raise ValueError(f"{name} must be a non-empty (N, C, H, W) batch: static quantization "
+                         f"needs representative inputs; got shape {tuple(images.shape)}")
+    if shape is not None and (len(shape) != images.ndim or any(
+            isinstance(d, int) and d > 0 and d != n for d, n in zip(shape, images.shape, strict=True))):
+        raise ValueError(f"{name} has shape {tuple(images.shape)}, but the model's input is {shape}")
+
+
 class ImageReader(CalibrationDataReader):
     """Feeds `images` (N, C, H, W) to the calibrator in batches: {input_name: float32 array}
     per get_next() call, None when done. rewind() starts again (ORT may read twice)."""
 
     def __init__(self, images: torch.Tensor, input_name: str = "input", batch_size: int = 64):
-        if not isinstance(images, torch.Tensor):
-            raise TypeError(f"calibration images must be a torch.Tensor, got {type(images).__name__}")
-        if len(images) == 0:
-            raise ValueError("calibration images are empty: static quantization needs representative inputs")
+        _check_images("images", images)
+        if not isinstance(input_name, str):
+            raise TypeError(f"input_name must be the model's input name (a str), got {input_name!r}")
+        if not input_name:
+            raise ValueError("input_name must not be empty: it names the model's input")
         positive_int("batch_size", batch_size)
         array = images.detach().cpu().float().contiguous().numpy()
         self.batches = [{input_name: array[i:i + batch_size]} for i in range(0, len(array), batch_size)]
@@ -157,7 +183,8 @@ def dynamic(src, dst) -> Path:
     """Dynamic quantization: weights of MatMul/Gemm/Conv... become int8 in the file; at run time
     each activation is quantized on the fly with a range measured on that very call (no
     calibration data, but extra work per call: find min/max, quantize, dequantize)."""
-    src, dst = existing_file(src, "src"), Path(dst)
+    src, dst = existing_file(src, "src"), check_path("dst", dst)
+    onnx_export.inspect(src)  # a damaged file: an error that names it
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "preprocessed.onnx"
@@ -182,8 +209,9 @@ def static(src, dst, calibration_images: torch.Tensor, fmt: str = "qdq", per_cha
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    src, dst = existing_file(src, "src"), Path(dst)
-    reader = ImageReader(calibration_images)  # validates the images before any work
+    src, dst = existing_file(src, "src"), check_path("dst", dst)
+    _check_images("calibration_images", calibration_images, onnx_export.inspect(src)["inputs"][0]["shape"])
+    reader = ImageReader(calibration_images)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "preprocessed.onnx"
@@ -213,6 +241,9 @@ class FakeQuant(nn.Module):
     by `fn(weight, bits)` (default: fake_quantize)."""
 
     def __init__(self, bits: int = 8, fn=None):
+        _check_bits(bits)
+        if fn is not None and not callable(fn):
+            raise TypeError(f"fn must be a function (weight, bits) -> weight, got {type(fn).__name__}")
         super().__init__()
         self.bits = bits
         self.fn = fake_quantize if fn is None else fn
@@ -239,6 +270,8 @@ def qat(model: nn.Module, bits: int = 8, fake=None) -> nn.Module:
 def freeze(model: nn.Module) -> nn.Module:
     """Replace each fake-quantized weight by its rounded value, a plain parameter again, so the
     model exports like any other (its weights now lie exactly on the int grid)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     for m in model.modules():
         if parametrize.is_parametrized(m, "weight"):
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)

@@ -15,7 +15,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from lablib.core import config
-from lablib.core.validate import positive_int, real
+from lablib.core.validate import integer, path, positive_int, real
 
 # The tiny tokenizer's vocabulary: one token per character, as a word's inner or final ("</w>")
 # piece, so any lower-case prompt tokenizes without a single merge rule.
@@ -62,6 +62,7 @@ def tiny_sd_pipeline(seed: int = 0):
     """A StableDiffusionPipeline with the real architecture in miniature (text encoder, UNet with
     cross-attention, VAE, DDIM scheduler), randomly initialised from configs: it runs in about a
     second on a CPU and produces noise. It exists to walk through the real API offline."""
+    integer("seed", seed, 0)
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -90,6 +91,16 @@ def tiny_sd_pipeline(seed: int = 0):
                                    requires_safety_checker=False)
 
 
+def _usable(device: torch.device) -> torch.device:
+    """`device`, refused (naming it) when this machine has no such device."""
+    missing = ((device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count())
+               or (device.type == "mps" and not torch.backends.mps.is_available())
+               or device.type not in ("cpu", "cuda", "mps"))
+    if missing:
+        raise ValueError(f"device {str(device)!r} is not available on this machine")
+    return device
+
+
 def sd_pipeline(model: str | None = None, device=None, allow_download: bool | None = None):
     """The Stable Diffusion pipeline the lab uses, and a line saying which one it is.
 
@@ -101,6 +112,10 @@ def sd_pipeline(model: str | None = None, device=None, allow_download: bool | No
         raise TypeError(f"model must be a folder or hub id (str) or None, got {type(model).__name__}")
     if allow_download is not None and not isinstance(allow_download, bool):
         raise TypeError(f"allow_download must be True, False or None, got {allow_download!r}")
+    try:  # whether this machine has the device is checked where a pipeline is moved to it
+        device = torch.device(device) if device is not None else config.device()
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must name a torch device such as 'cpu' or 'cuda', got {device!r}") from None
     StableDiffusionPipeline = _sd_pipeline_class()
     model = model if model is not None else os.environ.get("LAB_SD_MODEL", "").strip() or None
     if allow_download is None:
@@ -108,12 +123,12 @@ def sd_pipeline(model: str | None = None, device=None, allow_download: bool | No
         if flag not in ("", "0", "1"):
             raise ValueError(f"LAB_ALLOW_DOWNLOADS={flag!r} must be 1 (allow) or 0/unset (refuse)")
         allow_download = flag == "1"
-    device = torch.device(device) if device is not None else config.device()
     if model is None:
-        return tiny_sd_pipeline().to(device), "tiny random pipeline (produces noise: an API walk-through)"
+        return tiny_sd_pipeline().to(_usable(device)), "tiny random pipeline (produces noise: an API walk-through)"
     if model.startswith("~"):
         model = str(Path(model).expanduser())  # a shell expands ~ only when it starts a word
     if Path(model).is_dir():
+        _usable(device)
         pipe = StableDiffusionPipeline.from_pretrained(model, local_files_only=True)
         return pipe.to(device), f"local checkpoint {model}"
     if Path(model).expanduser().is_absolute() or model.startswith("."):
@@ -134,16 +149,23 @@ def generate_folder(pipe, prompts: dict[str, str], root, *, per_class: int, step
     any single image can be regenerated exactly. Returns the files written, per class."""
     if not isinstance(prompts, dict) or not prompts:
         raise ValueError("prompts must be a non-empty dict of class name -> prompt")
+    if not callable(pipe) or not hasattr(pipe, "device"):
+        raise TypeError(f"pipe must be a diffusers pipeline (see sd_pipeline), got {type(pipe).__name__}")
+    root = path("root", root)
     positive_int("per_class", per_class)
     positive_int("steps", steps)
     real("guidance_scale", guidance_scale, 0, math.inf, high_open=True)
+    integer("seed", seed, 0)
+    if size is not None and positive_int("size", size) % 8:
+        raise ValueError(f"size must be a multiple of 8 (the pipeline's latent grid), got {size}")
+    if negative_prompt is not None and not isinstance(negative_prompt, str):
+        raise TypeError(f"negative_prompt must be a str or None, got {type(negative_prompt).__name__}")
     for name, prompt in prompts.items():
         # a class name becomes a folder under root: it must not climb out of it
         if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
             raise ValueError(f"prompts: class name {name!r} must be a plain folder name (no '/', no '..')")
         if not isinstance(prompt, str):
             raise TypeError(f"prompts: the prompt for {name!r} must be a str, got {type(prompt).__name__}")
-    root = Path(root)
     device = pipe.device
     written = {}
     for name, prompt in prompts.items():
@@ -155,9 +177,9 @@ def generate_folder(pipe, prompts: dict[str, str], root, *, per_class: int, step
                    height=size, width=size)
         written[name] = []
         for n, img in enumerate(out.images):
-            path = folder / f"{n:04d}.png"
+            png = folder / f"{n:04d}.png"
             tmp = folder / f".tmp-{n:04d}.png"  # a killed run leaves no half image that reads as real
             img.save(tmp, format="PNG")
-            os.replace(tmp, path)
-            written[name].append(path)
+            os.replace(tmp, png)
+            written[name].append(png)
     return written

@@ -2,17 +2,44 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lablib.core.validate import positive_int
+from lablib.core.validate import positive_int, real
+
+
+class ShapeError(ValueError, RuntimeError):
+    """An input that does not fit the model: a ValueError naming it, and a RuntimeError too, as
+    torch's own shape errors are, so code that catches those (to name its own argument) still does."""
+
+
+def _check_module(name: str, model) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{name} must be an nn.Module (a model), got {type(model).__name__}")
+
+
+def _check_bool(name: str, value) -> None:
+    if not isinstance(value, bool):  # "no" would be truthy
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def _check_images(name: str, x, channels: int | None = None) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor of shape (N, C, H, W), got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ShapeError(f"{name} must be (N, C, H, W), got shape {tuple(x.shape)}")
+    if channels is not None and x.shape[1] != channels:
+        raise ShapeError(f"{name} must have {channels} channels (N, {channels}, H, W), got shape {tuple(x.shape)}")
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (elements, not tensors)."""
+    _check_module("model", model)
+    _check_bool("trainable_only", trainable_only)
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
@@ -24,6 +51,7 @@ class SmallCNN(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 16):
         super().__init__()
         c, w = positive_int("in_channels", in_channels), positive_int("width", width)
+        self.in_channels = c
         self.features = nn.Sequential(
             nn.Conv2d(c, w, 3, padding=1),
             nn.ReLU(),
@@ -37,6 +65,7 @@ class SmallCNN(nn.Module):
         self.head = nn.Linear(2 * w * 4, positive_int("num_classes", num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_images("x", x, self.in_channels)
         return self.head(torch.flatten(self.features(x), 1))
 
 
@@ -48,7 +77,10 @@ class MLP(nn.Module):
         acts = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU}
         if act not in acts:
             raise ValueError(f"act must be one of {', '.join(acts)}, got {act!r}")
+        if isinstance(hidden, (str, int)) or not hasattr(hidden, "__iter__"):
+            raise TypeError(f"hidden must be a list of layer widths, e.g. (128,) or [], got {hidden!r}")
         sizes = [positive_int("in_features", in_features), *[positive_int("hidden", h) for h in hidden]]
+        self.in_features = sizes[0]
         layers: list[nn.Module] = [nn.Flatten()]
         for a, b in zip(sizes[:-1], sizes[1:], strict=True):
             layers += [nn.Linear(a, b), acts[act]()]
@@ -56,6 +88,10 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a tensor (N, ...), got {type(x).__name__}")
+        if x.ndim < 2 or math.prod(x.shape[1:]) != self.in_features:
+            raise ShapeError(f"x must be a batch (N, ...) of {self.in_features} features per row, got shape {tuple(x.shape)}")
         return self.net(x)
 
 
@@ -66,8 +102,8 @@ def batch_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """What BatchNorm2d computes in training mode, before its learned scale and shift: each
     channel is shifted and scaled to mean 0, variance 1 over the batch and both spatial dims.
     Whatever the layers before it did to the scale of the signal, the next layer sees it reset."""
-    if x.ndim != 4:
-        raise ValueError(f"x must be (N, C, H, W), got shape {tuple(x.shape)}")
+    _check_images("x", x)
+    real("eps", eps, 0, low_open=True)
     mean = x.mean(dim=(0, 2, 3), keepdim=True)
     var = x.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
     return (x - mean) / torch.sqrt(var + eps)
@@ -77,9 +113,12 @@ def residual_block(x: torch.Tensor, conv_weight: torch.Tensor, bn_weight: torch.
                    eps: float = 1e-5) -> torch.Tensor:
     """What a ResidualBlock (norm and residual on, ReLU) computes in training mode, as a function
     of its input and weights: relu(x + bn_weight * batch_norm(conv3x3(x)) + bn_bias)."""
-    if x.ndim != 4:
-        raise ValueError(f"x must be (N, C, H, W), got shape {tuple(x.shape)}")
+    _check_images("x", x)
+    real("eps", eps, 0, low_open=True)
     c = x.shape[1]
+    for name, t in (("conv_weight", conv_weight), ("bn_weight", bn_weight), ("bn_bias", bn_bias)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
     if tuple(conv_weight.shape) != (c, c, 3, 3):
         raise ValueError(f"conv_weight must be ({c}, {c}, 3, 3) for {c} channels, got {tuple(conv_weight.shape)}")
     for name, t in (("bn_weight", bn_weight), ("bn_bias", bn_bias)):
@@ -100,6 +139,8 @@ class ResidualBlock(nn.Module):
         super().__init__()
         if act not in _ACTS:
             raise ValueError(f"act must be one of {', '.join(_ACTS)}, got {act!r}")
+        _check_bool("norm", norm)
+        _check_bool("residual", residual)
         self.conv = nn.Conv2d(positive_int("width", width), width, 3, padding=1, bias=not norm)
         self.norm = nn.BatchNorm2d(width) if norm else nn.Identity()
         self.act = _ACTS[act]()

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lablib.core import compat
-from lablib.core.validate import positive_int
+from lablib.core.validate import positive_int, real
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -37,10 +37,26 @@ def precision_dtype(precision) -> torch.dtype:
     raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (or the torch dtype), got {precision!r}")
 
 
+def _device(device) -> torch.device:
+    """`device` as a torch.device, or a ValueError naming it ('gpu', or 'cuda' on a machine without one)."""
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:0', 'mps' or a torch.device, got {device!r}") from None
+    if d.type == "cuda" and (d.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} is not available: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return d
+
+
+def _check_module(name: str, model) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{name} must be an nn.Module (a model), got {type(model).__name__}")
+
+
 def autocast(device, precision="fp32"):
     """torch.autocast at a low precision; switched off (plain fp32) for 'fp32'."""
     dtype = precision_dtype(precision)
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32)
+    return torch.autocast(device_type=_device(device).type, dtype=dtype, enabled=dtype != torch.float32)
 
 
 class History:
@@ -61,10 +77,16 @@ class History:
         return len(self.rows)
 
     def last(self, metric: str):
+        if not self.rows:
+            raise ValueError(f"History is empty: no {metric!r} recorded yet")
         return self[metric][-1]
 
     def best(self, metric: str = "val_acc"):
+        if not self.rows:
+            raise ValueError(f"History is empty: no {metric!r} recorded yet")
         values = [v for v in self[metric] if not math.isnan(v)]
+        if not values:
+            raise ValueError(f"every {metric!r} value in the History is NaN: there is no best one")
         return (min if "loss" in metric else max)(values)
 
     def __repr__(self) -> str:
@@ -80,6 +102,7 @@ class History:
 def grad_norms(model: nn.Module) -> dict[str, float]:
     """The L2 norm of each weight matrix/kernel's gradient (biases and norm scales skipped),
     keyed by layer name, in forward-definition order."""
+    _check_module("model", model)
     return {
         name.removesuffix(".weight"): p.grad.detach().norm().item()
         for name, p in model.named_parameters()
@@ -116,6 +139,9 @@ def make_optimizer(optimizer, model: nn.Module, lr: float, weight_decay: float =
     0.9), or a torch.optim.Optimizer you built yourself (returned as it is)."""
     if isinstance(optimizer, torch.optim.Optimizer):
         return optimizer
+    _check_module("model", model)
+    real("lr", lr, 0, math.inf, low_open=True, high_open=True)
+    real("weight_decay", weight_decay, 0, math.inf, high_open=True)
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
@@ -133,26 +159,49 @@ def _device_of(model: nn.Module) -> torch.device:
 
 def to_device(batch, device):
     """Tensors in a batch (a tensor, or lists / tuples / dicts of them) moved to `device`."""
+    return _move(batch, _device(device))
+
+
+def _move(batch, device: torch.device):
     if isinstance(batch, torch.Tensor):
         return batch.to(device)
     if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(b, device) for b in batch)
+        return type(batch)(_move(b, device) for b in batch)
     if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
+        return {k: _move(v, device) for k, v in batch.items()}
     return batch
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     """Share of rows whose highest logit is the true class."""
+    for name, t in (("logits", logits), ("y", y)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
     if logits.ndim != 2 or y.shape != logits.shape[:1]:
         raise ValueError(f"logits must be (N, classes) and y (N,), got {tuple(logits.shape)} and {tuple(y.shape)}")
+    if len(y) == 0:
+        raise ValueError("logits and y are empty: there is no accuracy of no rows")
+    _check_labels("y", y, logits.shape[1])
     return (logits.argmax(dim=1) == y).float().mean().item()
+
+
+def _check_labels(name: str, y: torch.Tensor, classes: int, hint: str = "") -> None:
+    """Class labels: integers in 0..classes-1 (one check, so one GPU sync)."""
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"{name} must be integer class labels (int64), got {y.dtype}{hint}")
+    if len(y) and bool(((y < 0) | (y >= classes)).any()):
+        raise ValueError(f"{name} must be class labels in 0..{classes - 1} ({classes} classes), "
+                         f"got {int(y.min())}..{int(y.max())}{hint}")
 
 
 def classify(model: nn.Module, batch) -> tuple[torch.Tensor, dict]:
     """The default step: cross-entropy on (x, y), and the batch accuracy logged as `acc`."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise ValueError(f"batch must be a pair (x, y) for the default step, got {_describe(batch)}: "
+                         "for other batches pass your own step=")
     x, y = batch
     logits = model(x)
+    _check_labels("batch labels y", y, logits.shape[-1], ": check the labels your train loader yields")
     loss = F.cross_entropy(logits.float(), y)
     return loss, {"acc": (logits.argmax(1) == y).float().mean()}
 
@@ -161,6 +210,7 @@ def optimizer_step(model: nn.Module, batch, opt, scaler, step: Callable = classi
                    grad_clip: float | None = None, monitor: GradNormMonitor | None = None) -> tuple[torch.Tensor, dict]:
     """One optimizer step: `step` under autocast, backward through the GradScaler (a no-op unless
     it is enabled, for fp16), optional clipping, the update. Returns the loss (detached) and logs."""
+    _check_step_args(step, opt, scaler, grad_clip, monitor)
     device = _device_of(model)
     with autocast(device, precision):
         out = step(model, batch)
@@ -178,25 +228,51 @@ def optimizer_step(model: nn.Module, batch, opt, scaler, step: Callable = classi
     return loss.detach(), logs
 
 
+def _describe(batch) -> str:
+    return f"a {type(batch).__name__} of {len(batch)}" if isinstance(batch, (tuple, list)) else type(batch).__name__
+
+
+def _check_step_args(step, opt, scaler, grad_clip, monitor) -> None:
+    if not callable(step):
+        raise TypeError(f"step must be a function (model, batch) -> loss, got {type(step).__name__}")
+    if not (hasattr(opt, "zero_grad") and hasattr(opt, "step")):
+        raise TypeError(f"opt must be a torch.optim.Optimizer, got {type(opt).__name__}")
+    if not all(hasattr(scaler, a) for a in ("scale", "unscale_", "step", "update")):
+        raise TypeError(f"scaler must be a GradScaler (compat.grad_scaler), got {type(scaler).__name__}")
+    if grad_clip is not None:
+        real("grad_clip", grad_clip, 0, math.inf, low_open=True)
+    if monitor is not None and not hasattr(monitor, "record"):
+        raise TypeError(f"monitor must be a GradNormMonitor or None, got {type(monitor).__name__}")
+
+
 @torch.no_grad()
 def predict(model: nn.Module, loader, device=None, precision="fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels for every batch of `loader`, on the CPU, in loader order."""
-    device = torch.device(device) if device is not None else _device_of(model)
+    _check_module("model", model)
+    if not hasattr(loader, "__iter__"):
+        raise TypeError(f"loader must be an iterable of (x, y) batches, e.g. a DataLoader, got {type(loader).__name__}")
+    device = _device(device) if device is not None else _device_of(model)
     was_training = model.training
     model.eval()
     logits, labels = [], []
-    for x, y in loader:
+    for batch in loader:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise ValueError(f"loader must yield (x, y) batches, got {_describe(batch)}")
+        x, y = batch
         with autocast(device, precision):
             out = model(x.to(device))
         logits.append(out.float().cpu())
         labels.append(y)
     model.train(was_training)
+    if not logits:
+        raise ValueError("loader yielded no batches")
     return torch.cat(logits), torch.cat(labels)
 
 
 def evaluate(model: nn.Module, loader, device=None, precision="fp32") -> dict[str, float]:
     """Mean cross-entropy loss and accuracy of `model` on `loader`."""
     logits, y = predict(model, loader, device, precision)
+    _check_labels("the loader's labels", y, logits.shape[1])
     return {"loss": F.cross_entropy(logits, y).item(), "acc": accuracy(logits, y)}
 
 
@@ -213,6 +289,18 @@ def _schedule(schedule, opt, total: int):
 def _mean(values: list[float]) -> float:
     finite = [v for v in values if not math.isnan(v)]
     return sum(finite) / len(finite) if finite else float("nan")
+
+
+def _passes(train, epochs: int | None):
+    """The batches of `epochs` passes over `train` (endless for None); stops at a pass that yields
+    nothing, so an empty loader ends in "train ran out of batches", not in an endless loop."""
+    for _ in range(epochs) if epochs else itertools.count():
+        empty = True
+        for batch in train:
+            empty = False
+            yield batch
+        if empty:
+            return
 
 
 def fit(
@@ -254,6 +342,11 @@ def fit(
           evaluate_fn(model) returns. Evaluation never changes the training run's randomness.
     A loss that becomes NaN or infinite stops training with an error naming the step.
     """
+    _check_module("model", model)
+    if not hasattr(train, "__iter__"):
+        raise TypeError(f"train must be a loader or an iterable of batches, got {type(train).__name__}")
+    if val is not None and (not hasattr(val, "__iter__") or (hasattr(val, "__len__") and len(val) == 0)):
+        raise ValueError(f"val must be a non-empty loader of (x, y) batches or None, got {val!r}")
     if (epochs is None) == (steps is None):
         raise ValueError(f"give exactly one of epochs or steps, got epochs={epochs!r}, steps={steps!r}")
     if epochs is not None:
@@ -267,13 +360,17 @@ def fit(
         per_epoch = None
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    if grad_clip is not None and not grad_clip > 0:
-        raise ValueError(f"grad_clip must be > 0 or None, got {grad_clip!r}")
+    if grad_clip is not None:
+        real("grad_clip", grad_clip, 0, math.inf, low_open=True)
     if not callable(step):
         raise TypeError(f"step must be a function (model, batch) -> loss, got {type(step).__name__}")
+    if monitor is not None and not hasattr(monitor, "record"):
+        raise TypeError(f"monitor must be a GradNormMonitor or None, got {type(monitor).__name__}")
+    if evaluate_fn is not None and not callable(evaluate_fn):
+        raise TypeError(f"evaluate_fn must be a function model -> dict of metrics, got {type(evaluate_fn).__name__}")
     log_every = positive_int("log_every", log_every) if log_every is not None else per_epoch or max(1, total // 10)
     dtype = precision_dtype(precision)
-    device = torch.device(device) if device is not None else _device_of(model)
+    device = _device(device) if device is not None else _device_of(model)
     model.to(device)
     opt = make_optimizer(optimizer, model, lr, weight_decay)
     sched = _schedule(schedule, opt, total)
@@ -282,7 +379,7 @@ def fit(
     scaling = dtype == torch.float16 if loss_scaling is None else bool(loss_scaling)  # bf16 has fp32's range
     scaler = compat.grad_scaler(device.type, enabled=scaling)
     if epochs is not None or hasattr(train, "__len__"):  # pass after pass: a DataLoader reshuffles each one
-        batches = itertools.chain.from_iterable(itertools.repeat(train, epochs) if epochs else itertools.repeat(train))
+        batches = _passes(train, epochs)
     else:  # a generator of batches
         batches = iter(train)
     history, window, start = History(), {"loss": []}, time.perf_counter()
@@ -293,7 +390,7 @@ def fit(
             batch = next(batches)
         except StopIteration:
             raise ValueError(f"train ran out of batches after {k - 1} of {total} steps") from None
-        batch = to_device(batch, device)
+        batch = _move(batch, device)
         if update is None:
             loss, logs = optimizer_step(model, batch, opt, scaler, step, dtype, grad_clip, monitor)
         else:
@@ -320,6 +417,8 @@ def fit(
                 with torch.random.fork_rng(devices=[]):  # evaluation must not shift training's random draws
                     metrics = evaluate_fn(model) if evaluate_fn is not None else {
                         f"val_{m}": v for m, v in evaluate(model, val, device, dtype).items()}
+                if not isinstance(metrics, dict):
+                    raise TypeError(f"evaluate_fn must return a dict of metrics, got {type(metrics).__name__} {metrics!r}")
                 model.train()
                 row |= metrics
             row["lr"] = opt.param_groups[0]["lr"]
