@@ -9,7 +9,7 @@ NBMAKE := $(BIN)/python -m pytest --nbmake --nbmake-timeout=900 -p no:cacheprovi
 # A lab is labs/NN_topic.ipynb, or labs/NN_topic/NN_topic.ipynb when it has scripts beside it.
 LABS   := $(sort $(wildcard labs/[0-9][0-9]_*.ipynb labs/[0-9][0-9]_*/[0-9][0-9]_*.ipynb))
 
-.PHONY: setup lab test unit lint pins smoke cpu results sync docker docker-run clean help
+.PHONY: setup lab test unit lint pins smoke cpu results sync docker docker-run mutants clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -20,6 +20,7 @@ help:
 	@echo "make sync     regenerate labs/*.ipynb from labs/*.py (the .py is the source)"
 	@echo "make pins     resolve the pinned Docker/conda stacks with pip (dry run, needs PyPI)"
 	@echo "make docker   build the CUDA 12.1 JupyterLab image; make docker-run serves it on 127.0.0.1:8888"
+	@echo "make mutants  mutation testing: would the tests notice a bug in the safety-critical code? (slow, not in make test)"
 
 setup: $(VENV)/.installed
 
@@ -81,6 +82,12 @@ results: setup
 	$(BIN)/python -m lablib.core.results
 
 test: lint pins unit smoke cpu
+
+# Small deliberate bugs in the safety-critical code, each run against its tests (about 30 min;
+# report in data/mutants/report.json). Not part of `make test`. MUTANTS_ARGS=--named-only is quick.
+MUTANTS_ARGS ?=
+mutants: setup
+	$(BIN)/python tools/mutants.py $(MUTANTS_ARGS)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .ruff_cache
