@@ -143,3 +143,26 @@ def test_cache_key_sees_every_element_of_a_big_tensor(_isolated):
     assert cache.cache_folder("p", {"data": np.arange(5)[::-1]}).name.startswith("p-")
     # settings without tensors keep the key they always had
     assert cache.cache_folder("p", {"a": 1, "w": [32, 64]}).name == "p-e913e6a1a7ad"
+
+
+def test_a_folder_changed_after_its_write_is_not_complete(where):
+    folder = cache.write_folder(where / "entry", lambda tmp: (tmp / "weights.bin").write_bytes(b"x" * 100))
+    assert cache.is_complete(folder)
+    (folder / "weights.bin").write_bytes(b"x" * 50)  # truncated later: the manifest notices
+    assert not cache.is_complete(folder)
+    (folder / "weights.bin").write_bytes(b"y" * 100)  # same size, other bytes: the hash notices
+    assert not cache.is_complete(folder)
+    (folder / "weights.bin").write_bytes(b"x" * 100)
+    (folder / "extra.txt").write_text("added later")  # a file the write never made
+    assert not cache.is_complete(folder)
+    (folder / ".complete").write_text("[]")  # a marker that is not a manifest
+    assert not cache.is_complete(folder)
+
+
+def test_write_folder_takes_an_empty_folder_but_never_a_file(where):
+    (where / "empty").mkdir()
+    assert cache.is_complete(cache.write_folder(where / "empty", lambda tmp: (tmp / "a").write_text("a")))
+    (where / "plain.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="plain.txt"):
+        cache.write_folder(where / "plain.txt", lambda tmp: (tmp / "a").write_text("a"))
+    assert (where / "plain.txt").read_text() == "mine"

@@ -63,7 +63,10 @@ def test_wrong_answers_of_every_kind_are_wrong(answer, word):
     [(float("nan"), 0.0), (0.0, float("nan")), (True, 1), (1, True), (False, 0.0), (None, 0.0),
      (torch.tensor(True), 1.0), ("1.0", 1.0), (float("inf"), 1e308), (1.0, float("inf")),
      (torch.tensor([1.0, float("nan")]), torch.tensor([1.0, 2.0])), ({"a": 1}, {"a": 1, "b": 2}),
-     (np.float64("nan"), 1.0), ([1.0], (1.0, 2.0))],
+     (np.float64("nan"), 1.0), ([1.0], (1.0, 2.0)),
+     # a wrong mask, a wrong bool, a wrong string, another type, a wrong dict value
+     (torch.tensor([True, False]), torch.tensor([True, True])), (False, True), ("b", "a"),
+     ("1", 1), (b"a", "a"), ({"a": 1.0}, {"a": 2.0})],
 )
 def test_difference_catches_what_equality_misses(got, expected):
     assert checks.difference(got, expected) is not None
@@ -297,3 +300,10 @@ def test_bad_check_arguments_are_named(call, error, word):
 
 def test_zero_tolerances_are_allowed():  # lab 04 checks an exact answer
     assert checks.check_value(1.0, 1.0, atol=0.0, rtol=0.0, quiet=True)
+
+
+def test_check_value_calls_a_wrong_bool_or_mask_wrong():
+    assert checks.check_value(False, True, quiet=True).status == "wrong"
+    mask = torch.tensor([True, False, True])
+    assert checks.check_value(~mask, mask, quiet=True).status == "wrong"
+    assert checks.check_value(mask.clone(), mask, quiet=True).status == "correct"

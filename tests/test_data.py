@@ -149,7 +149,7 @@ def test_image_folder_reads_16_bit_and_float_images_at_their_values(tmp_path):
     tmp_path = tmp_path / "imgs"
     (tmp_path / "deep").mkdir(parents=True)
     (tmp_path / "float").mkdir()
-    ramp = np.linspace(0.25, 0.75, 64).reshape(8, 8)
+    ramp = np.linspace(0.0, 1.0, 64).reshape(8, 8)  # both ends of the range, exactly
     Image.fromarray((ramp * 65535).astype(np.uint16)).save(tmp_path / "deep" / "a.png")
     Image.fromarray(ramp.astype(np.float32), "F").save(tmp_path / "float" / "b.tiff")
     ds = datasets.image_folder(tmp_path, size=8, channels=1)

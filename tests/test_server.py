@@ -1,5 +1,6 @@
 """`make lab` really serves on loopback only, with a token: start the real server and look."""
 
+import json
 import os
 import re
 import signal
@@ -103,3 +104,6 @@ def test_make_lab_listens_on_loopback_only_and_wants_the_token(make_lab):
     assert status(api) == 403, "the server answered without the token"
     assert status(f"{api}?token=wrong{token}") == 403
     assert status(f"{api}?token={token}") == 200
+    with urllib.request.urlopen(f"{api}?token={token}", timeout=5) as response:
+        served = {item["name"] for item in json.load(response)["content"]}
+    assert "00_setup_check.ipynb" in served and "lablib" not in served, "the root must be labs/"
