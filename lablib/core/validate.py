@@ -8,6 +8,9 @@ import numbers
 import os
 from pathlib import Path
 
+import torch
+from torch import nn
+
 
 def positive_int(name: str, value) -> int:
     """`value` if it is an int >= 1 (bools are not ints here), else a ValueError naming `name`."""
@@ -39,6 +42,20 @@ def real(name: str, value, low: float = -math.inf, high: float = math.inf, *,
         interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
     return v
+
+
+def tensor(name: str, value) -> torch.Tensor:
+    """`value` if it is a torch.Tensor, else a TypeError naming `name`."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def module(name: str, value) -> nn.Module:
+    """`value` if it is a torch.nn.Module (a model or a layer), else a TypeError naming `name`."""
+    if not isinstance(value, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}")
+    return value
 
 
 def path(name: str, value) -> Path:

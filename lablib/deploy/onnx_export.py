@@ -34,7 +34,7 @@ from google.protobuf.message import DecodeError
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument, InvalidProtobuf
 from torch import nn
 
-from lablib.core import compat, config
+from lablib.core import compat, config, validate
 from lablib.core.validate import existing_file, integer
 from lablib.core.validate import path as check_path
 
@@ -97,8 +97,7 @@ def onnx_export(
     the dynamo exporter was a preview, and its graphs break ONNX Runtime's quantization tools.
     dynamic_batch makes the first input dimension symbolic so any batch size runs.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    validate.module("model", model)
     if not isinstance(example, torch.Tensor):
         raise TypeError(f"example must be a tensor (one input batch), got {type(example).__name__}")
     newest = onnx.defs.onnx_opset_version()  # the newest opset this onnx package knows
@@ -316,8 +315,7 @@ def parity(model: nn.Module, sess_or_path, batch_sizes=(1, 7, 64), x: torch.Tens
     the file's input shape. Float32 kernels differ in summation order, so ~1e-6 is normal;
     anything near 1e-2 means the graph computes something else.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    validate.module("model", model)
     sizes = _batch_sizes(batch_sizes)
     integer("seed", seed)
     if not isinstance(sess_or_path, (ort.InferenceSession, str, os.PathLike)):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lablib.core import bench, compat
+from lablib.core import bench, compat, validate
 from lablib.core.validate import real
 from lablib.nets.train import autocast, optimizer_step, precision_dtype
 
@@ -30,8 +30,7 @@ def _device_type(device) -> str:
 
 def _check_batch(model, x, y, *, y_optional: bool = False) -> None:
     """model a Module, x a tensor, y a tensor of class ids, one per row of x (or None if optional)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    validate.module("model", model)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a tensor, got {type(x).__name__}")
     if (y is not None or not y_optional) and not isinstance(y, torch.Tensor):

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
-from lablib.core import cache
+from lablib.core import cache, validate
 from lablib.core.validate import integer, path, positive_int, real
 from lablib.nets import train
 
@@ -85,11 +85,6 @@ def num_classes(model: UNet2DModel) -> int:
     return model.config.num_class_embeds - 1
 
 
-def _tensor(name: str, value) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
-    return value
-
 
 def _check_scheduler(scheduler, kinds, which: str) -> None:
     if not isinstance(scheduler, kinds):
@@ -144,7 +139,7 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
 
 def to_image_range(x: torch.Tensor) -> torch.Tensor:
     """[-1, 1] -> images in [0, 1]."""
-    _tensor("x", x)
+    validate.tensor("x", x)
     return ((x + 1) / 2).clamp(0, 1)
 
 
@@ -155,7 +150,7 @@ def add_noise(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) ->
     image is untouched, at ᾱ → 0 it is pure noise. No loop over t is needed: that is what makes
     DDPM training cheap (any t, one line).
     """
-    if _tensor("x0", x0).shape != _tensor("noise", noise).shape:
+    if validate.tensor("x0", x0).shape != validate.tensor("noise", noise).shape:
         raise ValueError(f"x0 {tuple(x0.shape)} and noise {tuple(noise.shape)} must have the same shape")
     alpha_bar = _alpha_bar("alpha_bar", alpha_bar, x0, positive=False, device=x0.device)
     if alpha_bar.numel() not in (1, len(x0)):
@@ -170,9 +165,9 @@ def ddpm_loss(model: UNet2DModel, x0: torch.Tensor, labels: torch.Tensor, schedu
     pick a random step t per image, noise the image to x_t, and score how well the model
     recovers the noise ε that was added (mean squared error)."""
     null = num_classes(model)
-    if _tensor("x0", x0).ndim != 4 or x0.shape[1] != model.config.in_channels:
+    if validate.tensor("x0", x0).ndim != 4 or x0.shape[1] != model.config.in_channels:
         raise ValueError(f"x0 must be (N, {model.config.in_channels}, H, W) for this model, got {tuple(x0.shape)}")
-    if _tensor("labels", labels).shape != x0.shape[:1]:
+    if validate.tensor("labels", labels).shape != x0.shape[:1]:
         raise ValueError(f"labels must have shape ({len(x0)},), got {tuple(labels.shape)}")
     _check_labels(labels, null, with_null=True)
     _check_scheduler(scheduler, (DDPMScheduler, DDIMScheduler), "the DDPMScheduler make_schedulers() returns first")
@@ -193,7 +188,7 @@ def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64, p_
     same batches. num_classes defaults to the largest label + 1 (pass it when a class may be
     missing from `labels`, e.g. make_unet's num_classes)."""
     positive_int("batch_size", batch_size)
-    if _tensor("images", images).ndim != 4 or _tensor("labels", labels).shape != images.shape[:1]:
+    if validate.tensor("images", images).ndim != 4 or validate.tensor("labels", labels).shape != images.shape[:1]:
         raise ValueError(f"images must be (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}")
     if len(images) == 0:
         raise ValueError("images must hold at least one image")
@@ -300,7 +295,7 @@ def sample(model: UNet2DModel, labels, scheduler: DDIMScheduler, *, steps: int =
 
 def predict_x0(x_t: torch.Tensor, noise_pred: torch.Tensor, alpha_bar) -> torch.Tensor:
     """The clean image the model's noise estimate implies: add_noise solved for x_0."""
-    if _tensor("x_t", x_t).shape != _tensor("noise_pred", noise_pred).shape:
+    if validate.tensor("x_t", x_t).shape != validate.tensor("noise_pred", noise_pred).shape:
         raise ValueError(f"x_t {tuple(x_t.shape)} and noise_pred {tuple(noise_pred.shape)} must have the same shape")
     alpha_bar = _alpha_bar("alpha_bar", alpha_bar, x_t, positive=True)  # divided by below
     _broadcasts("alpha_bar", alpha_bar, x_t, "x_t")
@@ -312,7 +307,7 @@ def ddim_step(x_t: torch.Tensor, noise_pred: torch.Tensor, alpha_bar_t, alpha_ba
     image x̂_0 from x_t, then re-noise it to the *lower* noise level ᾱ_prev with the same noise
     direction: x_prev = sqrt(ᾱ_prev)·x̂_0 + sqrt(1 - ᾱ_prev)·ε̂. (diffusers' DDIMScheduler.step
     does this, plus optional clipping of x̂_0 and the stochastic eta > 0 variant.)"""
-    if _tensor("x_t", x_t).shape != _tensor("noise_pred", noise_pred).shape:
+    if validate.tensor("x_t", x_t).shape != validate.tensor("noise_pred", noise_pred).shape:
         raise ValueError(f"x_t {tuple(x_t.shape)} and noise_pred {tuple(noise_pred.shape)} must have the same shape")
     alpha_bar_t = _alpha_bar("alpha_bar_t", alpha_bar_t, x_t, positive=True)  # predict_x0 divides by it
     _broadcasts("alpha_bar_t", alpha_bar_t, x_t, "x_t")
@@ -329,8 +324,8 @@ def nearest_distance(images: torch.Tensor, reference: torch.Tensor) -> torch.Ten
     """For each image, the Euclidean (pixel) distance to its nearest neighbour in `reference`.
     Generated images much closer to the training set than fresh real images are is the sign of
     a model that memorised (copied) its training data."""
-    _tensor("images", images)
-    _tensor("reference", reference)
+    validate.tensor("images", images)
+    validate.tensor("reference", reference)
     if images.ndim != 4 or reference.ndim != 4 or images.shape[1:] != reference.shape[1:]:
         raise ValueError(f"images {tuple(images.shape)} and reference {tuple(reference.shape)} must be (N, C, H, W) of one size")
     if len(reference) == 0:
@@ -342,7 +337,7 @@ def diversity(images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> t
     """Per class, the mean pixel distance between two different images of that class (NaN for
     a class with fewer than two). A model that draws one "average 3" every time scores low."""
     positive_int("num_classes", num_classes)
-    if _tensor("labels", labels).shape != _tensor("images", images).shape[:1]:
+    if validate.tensor("labels", labels).shape != validate.tensor("images", images).shape[:1]:
         raise ValueError(f"labels must have shape ({len(images)},), got {tuple(labels.shape)}")
     if len(labels):  # no images: every class is NaN
         _check_labels(labels, num_classes)

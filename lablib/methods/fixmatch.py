@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lablib.core import validate
 from lablib.core.validate import integer, positive_int, real
 from lablib.data import augment
 from lablib.nets.train import predict
@@ -44,24 +45,19 @@ def check_mu(mu) -> int:
     return mu
 
 
-def _tensor(name: str, value) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    return value
-
 
 def confident_pseudo_labels(weak_logits: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(pseudo-labels, mask): the top class of each row, and whether its probability reaches tau.
     Detached: a pseudo-label is a target, and no gradient may flow into it."""
     tau = check_tau(tau)
-    if _tensor("weak_logits", weak_logits).ndim != 2:
+    if validate.tensor("weak_logits", weak_logits).ndim != 2:
         raise ValueError(f"weak_logits must be (batch, classes), got {tuple(weak_logits.shape)}")
     confidence, labels = F.softmax(weak_logits.detach(), dim=1).max(dim=1)
     return labels, confidence >= tau
 
 
 def _same_shape(strong_logits: torch.Tensor, weak_logits: torch.Tensor) -> None:
-    if _tensor("strong_logits", strong_logits).shape != _tensor("weak_logits", weak_logits).shape:
+    if validate.tensor("strong_logits", strong_logits).shape != validate.tensor("weak_logits", weak_logits).shape:
         raise ValueError(f"strong_logits {tuple(strong_logits.shape)} and weak_logits "
                          f"{tuple(weak_logits.shape)} must have the same shape")
     if len(weak_logits) == 0:  # the loss averages over the images: over none it is NaN
@@ -104,10 +100,10 @@ def _unpack(batch):
 def pseudo_label_accuracy(pseudo: torch.Tensor, mask: torch.Tensor, y_u: torch.Tensor | None) -> torch.Tensor:
     """Share of the pseudo-labels used (mask) that equal the true labels y_u: NaN when none is
     used or y_u is None. Measurement only: never part of a loss."""
-    if _tensor("mask", mask).dtype != torch.bool or mask.shape != _tensor("pseudo", pseudo).shape:
+    if validate.tensor("mask", mask).dtype != torch.bool or mask.shape != validate.tensor("pseudo", pseudo).shape:
         raise ValueError(f"mask must be a bool tensor shaped like pseudo {tuple(pseudo.shape)}, "
                          f"got {mask.dtype} {tuple(mask.shape)}")
-    if y_u is not None and _tensor("y_u", y_u).shape != pseudo.shape:
+    if y_u is not None and validate.tensor("y_u", y_u).shape != pseudo.shape:
         raise ValueError(f"y_u must be shaped like pseudo {tuple(pseudo.shape)}, got {tuple(y_u.shape)}")
     if y_u is None or not mask.any():
         return torch.tensor(float("nan"))
@@ -150,7 +146,7 @@ def _labelled_loss(model: nn.Module, x_l: torch.Tensor, y_l: torch.Tensor, weak)
     device-side assert)."""
     logits = model(weak(x_l))
     classes = logits.shape[1]
-    if _tensor("y_l", y_l).is_floating_point() or not bool(((y_l >= 0) & (y_l < classes)).all()):
+    if validate.tensor("y_l", y_l).is_floating_point() or not bool(((y_l >= 0) & (y_l < classes)).all()):
         raise ValueError(f"y_l (the batch's labels) must be class indices in [0, {classes}), "
                          f"got {y_l.dtype} values from {y_l.min().item()} to {y_l.max().item()}")
     return F.cross_entropy(logits, y_l)
@@ -200,7 +196,7 @@ def mask_rate_curve(confidence: torch.Tensor, correct: torch.Tensor, taus) -> li
     """For each tau: the mask rate (share of images with confidence >= tau) and the accuracy of
     the pseudo-labels so kept (nan when none is kept). `confidence` is each image's top
     probability, `correct` whether its top class is right (bool), e.g. on a labelled hold-out."""
-    if _tensor("confidence", confidence).shape != _tensor("correct", correct).shape or confidence.ndim != 1:
+    if validate.tensor("confidence", confidence).shape != validate.tensor("correct", correct).shape or confidence.ndim != 1:
         raise ValueError(f"confidence and correct must be 1-d and the same shape, got "
                          f"{tuple(confidence.shape)} and {tuple(correct.shape)}")
     if not bool(((confidence >= 0) & (confidence <= 1)).all()):

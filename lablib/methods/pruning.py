@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from lablib.core import validate
 from lablib.nets.models import MLP
 
 PRUNABLE = (nn.Linear, nn.Conv2d)
@@ -40,8 +41,7 @@ def prunable(model: nn.Module) -> list[tuple[nn.Module, str]]:
 
 
 def _prunable(model: nn.Module, name: str) -> list[tuple[nn.Module, str]]:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
+    validate.module(name, model)
     pairs = [(m, "weight") for m in model.modules() if isinstance(m, PRUNABLE)]
     if not pairs:
         raise ValueError(f"{name} has no Linear or Conv2d layer to prune ({type(model).__name__})")
@@ -213,8 +213,7 @@ def size_bytes(model: nn.Module) -> dict[str, int]:
     Zeros are still 4-byte floats in the raw file; only a compressor squeezes them. A model
     with its masks still attached stores weight_orig *and* weight_mask: call make_permanent first.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    validate.module("model", model)
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     raw = buffer.getvalue()

@@ -39,6 +39,7 @@ from onnxruntime.quantization import (
 from torch import nn
 from torch.nn.utils import parametrize
 
+from lablib.core import validate
 from lablib.core.validate import existing_file, positive_int
 from lablib.core.validate import path as check_path
 from lablib.deploy import onnx_export
@@ -256,8 +257,7 @@ def qat(model: nn.Module, bits: int = 8, fake=None) -> nn.Module:
     """Make every Linear and Conv2d weight fake-quantized (in place) so that training learns
     weights that survive rounding to `bits` bits. `fake(weight, bits)` is the fake-quantizer
     (default: fake_quantize; a lab passes its own). Undo with `freeze(model)`."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    validate.module("model", model)
     _check_bits(bits)
     if fake is not None and not callable(fake):
         raise TypeError(f"fake must be a function (weight, bits) -> weight, got {type(fake).__name__}")
@@ -270,8 +270,7 @@ def qat(model: nn.Module, bits: int = 8, fake=None) -> nn.Module:
 def freeze(model: nn.Module) -> nn.Module:
     """Replace each fake-quantized weight by its rounded value, a plain parameter again, so the
     model exports like any other (its weights now lie exactly on the int grid)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    validate.module("model", model)
     for m in model.modules():
         if parametrize.is_parametrized(m, "weight"):
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
@@ -282,8 +281,7 @@ def int8_dynamic(model: nn.Module) -> tuple[nn.Module | None, str]:
     """A copy of `model` with its Linear layers quantized to int8 (dynamic activations) by
     PyTorch itself, and which API did it: torchao where installed (the current one), else the
     deprecated torch.ao.quantization while it still exists, else (None, why not)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    validate.module("model", model)
     try:
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
     except ImportError:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lablib.core import validate
 from lablib.core.validate import positive_int, real
 
 
@@ -16,10 +17,6 @@ class ShapeError(ValueError, RuntimeError):
     """An input that does not fit the model: a ValueError naming it, and a RuntimeError too, as
     torch's own shape errors are, so code that catches those (to name its own argument) still does."""
 
-
-def _check_module(name: str, model) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{name} must be an nn.Module (a model), got {type(model).__name__}")
 
 
 def _check_bool(name: str, value) -> None:
@@ -38,7 +35,7 @@ def _check_images(name: str, x, channels: int | None = None) -> None:
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (elements, not tensors)."""
-    _check_module("model", model)
+    validate.module("model", model)
     _check_bool("trainable_only", trainable_only)
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 

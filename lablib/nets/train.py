@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from lablib.core import compat
+from lablib.core import compat, validate
 from lablib.core.validate import positive_int, real
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -47,10 +47,6 @@ def _device(device) -> torch.device:
         raise ValueError(f"device {device!r} is not available: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     return d
 
-
-def _check_module(name: str, model) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{name} must be an nn.Module (a model), got {type(model).__name__}")
 
 
 def autocast(device, precision="fp32"):
@@ -102,7 +98,7 @@ class History:
 def grad_norms(model: nn.Module) -> dict[str, float]:
     """The L2 norm of each weight matrix/kernel's gradient (biases and norm scales skipped),
     keyed by layer name, in forward-definition order."""
-    _check_module("model", model)
+    validate.module("model", model)
     return {
         name.removesuffix(".weight"): p.grad.detach().norm().item()
         for name, p in model.named_parameters()
@@ -139,7 +135,7 @@ def make_optimizer(optimizer, model: nn.Module, lr: float, weight_decay: float =
     0.9), or a torch.optim.Optimizer you built yourself (returned as it is)."""
     if isinstance(optimizer, torch.optim.Optimizer):
         return optimizer
-    _check_module("model", model)
+    validate.module("model", model)
     real("lr", lr, 0, math.inf, low_open=True, high_open=True)
     real("weight_decay", weight_decay, 0, math.inf, high_open=True)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -248,7 +244,7 @@ def _check_step_args(step, opt, scaler, grad_clip, monitor) -> None:
 @torch.no_grad()
 def predict(model: nn.Module, loader, device=None, precision="fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels for every batch of `loader`, on the CPU, in loader order."""
-    _check_module("model", model)
+    validate.module("model", model)
     if not hasattr(loader, "__iter__"):
         raise TypeError(f"loader must be an iterable of (x, y) batches, e.g. a DataLoader, got {type(loader).__name__}")
     device = _device(device) if device is not None else _device_of(model)
@@ -342,7 +338,7 @@ def fit(
           evaluate_fn(model) returns. Evaluation never changes the training run's randomness.
     A loss that becomes NaN or infinite stops training with an error naming the step.
     """
-    _check_module("model", model)
+    validate.module("model", model)
     if not hasattr(train, "__iter__"):
         raise TypeError(f"train must be a loader or an iterable of batches, got {type(train).__name__}")
     if val is not None and (not hasattr(val, "__iter__") or (hasattr(val, "__len__") and len(val) == 0)):
