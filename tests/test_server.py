@@ -65,10 +65,12 @@ def make_lab(tmp_path):
         env[var] = str(tmp_path / sub)
     env.pop("JUPYTER_TOKEN", None)
     log = open(tmp_path / "server.log", "w+")
-    # -o: use the environment running these tests as it is, never reinstall it from here
+    # -o: use the environment running these tests as it is, never reinstall it from here.
+    # The server stops itself after 2 idle minutes, should this test be killed before its cleanup.
     server = subprocess.Popen(
         ["make", "-s", "-C", str(ROOT), "lab", f"BIN={BIN}", "-o", ".venv/.installed",
-         f"LAB_ARGS=--no-browser --ServerApp.port={port} --ServerApp.port_retries=0"],
+         f"LAB_ARGS=--no-browser --ServerApp.port={port} --ServerApp.port_retries=0 "
+         "--ServerApp.shutdown_no_activity_timeout=120"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
