@@ -22,7 +22,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
 # Ubuntu drops superseded versions from its archive, so a pin would break the build later.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv make tini \
+    && apt-get install -y --no-install-recommends python3 python3-venv make git tini \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 --user-group --shell /bin/bash lab \
     && python3 -m venv "$VIRTUAL_ENV" \

@@ -24,6 +24,10 @@ SETS = ("gpu-cu121.txt", "cpu.txt")
 TARGET = ["--python-version", "3.10", "--implementation", "cp", "--only-binary=:all:"]
 TARGET += [f"--platform={p}" for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64",
                                           "manylinux2014_x86_64", "manylinux1_x86_64", "linux_x86_64")]
+# Pure-Python dependencies published only as source: a cross-platform dry run may not build
+# anything, so each is built here into a universal wheel first and offered with --find-links
+# (dvc -> hydra-core -> antlr4-python3-runtime 4.9.*, which has no wheel on PyPI).
+SOURCE_ONLY = ("antlr4-python3-runtime==4.9.3",)
 SHOWN = ("torch", "transformers", "diffusers", "kornia", "onnxruntime", "onnxruntime-gpu", "numpy")
 
 
@@ -48,9 +52,14 @@ def requirements(name: str) -> tuple[list[str], list[str]]:
 def resolve(name: str) -> dict[str, str]:
     pins, notes = requirements(name)
     with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.json"
+        report, wheels = Path(tmp) / "report.json", Path(tmp) / "wheels"
+        built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                                "--wheel-dir", str(wheels), *SOURCE_ONLY], capture_output=True, text=True)
+        if built.returncode != 0:
+            raise SystemExit(f"could not build {SOURCE_ONLY} as wheels:\n{built.stderr[-2000:]}")
+        notes.append(f"built {', '.join(SOURCE_ONLY)} locally (source only on PyPI, pure Python)")
         cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
-               "--quiet", "--report", str(report), *TARGET, *pins]
+               "--quiet", "--report", str(report), "--find-links", str(wheels), *TARGET, *pins]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             errors = [ln for ln in done.stderr.splitlines() if not ln.startswith("WARNING")]
