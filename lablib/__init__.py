@@ -4,10 +4,11 @@
                   checks (self-checking exercises), show (source listings, tables), bench,
                   viz, cache (atomic files and checkpoint folders), compat (version shims only),
                   validate (argument checks)
-  lablib.data     datasets (digits, shapes, your image folder, loaders), augment
+  lablib.data     datasets (digits, shapes, your image folder, loaders), augment, tables (bundled
+                  tabular sets, fault injection), versioning (git + DVC in an isolated sandbox)
   lablib.nets     models, train (the one training loop: `fit` with a pluggable step)
   lablib.methods  one module per technique: distill, pruning, amp, fixmatch, diffusion,
-                  stable_diffusion, quantize
+                  stable_diffusion, quantize, mixup, imbalance, quality
   lablib.deploy   onnx_export (export, ONNX Runtime sessions, parity)
 
 What a lab teaches is written in the lab; lablib keeps the tested reference it is checked
