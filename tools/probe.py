@@ -1629,10 +1629,200 @@ def deploy_onnx_export() -> list[Case]:
     return cases
 
 
+# --- lablib.data.tables, lablib.methods.quality, lablib.data.versioning (lab 10) -----------------
+
+np = _Lazy("numpy")
+
+
+def frame(rows: int = 12, cols: int = 3):
+    import pandas as pd
+
+    return pd.DataFrame(np.random.default_rng(0).uniform(1, 2, (rows, cols)), columns=[f"c{i}" for i in range(cols)])
+
+
+def data_tables() -> list[Case]:
+    import pandas as pd
+
+    m = "lablib.data.tables."
+    df = {"df": V(lambda ctx: frame())}
+    cases = sweep(m + "load", {}, {"name": ["iris2", 3, None, ""]})
+    cases += sweep(m + "inject_faults", df, {
+        "df": [None, made("ndarray", lambda: np.ones((3, 3))), made("empty", lambda: pd.DataFrame()),
+               made("text column", lambda: pd.DataFrame({"a": ["x", "y"]})),
+               made("with inf", lambda: pd.DataFrame({"a": [1.0, INF, 2.0]}))],
+        "missing": fraction(-0.1), "unit": fraction(), "sentinel": fraction(),
+        "factors": [(), "10", (10, NAN), (1,), (0,), None],
+        "sentinel_value": [NAN, INF, "x"],
+        "seed": [-1, 1.5, "0"],
+    })
+    cases.append(case(m + "inject_faults", "missing + unit + sentinel > 1",
+                      lambda ctx: ctx.fn(frame(), missing=0.6, unit=0.5), ("missing", "unit", "sentinel")))
+    cases += sweep(m + "corrupt_rows", df, {
+        "df": [None, made("with inf", lambda: pd.DataFrame({"a": [1.0, INF]}))],
+        "fraction": fraction(-0.5), "whole": ["yes", 1], "factors": [(), (NAN,)], "seed": [-1],
+    })
+    kind = {"kind": V(lambda ctx: pd.DataFrame(np.zeros((4, 3), dtype=int)))}
+    cases += sweep(m + "heatmap", kind, {
+        "kind": [None, made("ndarray", lambda: np.zeros((4, 3), dtype=int)),
+                 made("code 7", lambda: pd.DataFrame(np.full((4, 3), 7))),
+                 made("floats", lambda: pd.DataFrame(np.zeros((4, 3)))), made("empty", lambda: pd.DataFrame())],
+        "title": [3],
+        "flagged": [made("wrong shape", lambda: pd.DataFrame(np.zeros((2, 3), dtype=bool))),
+                    made("not bool", lambda: pd.DataFrame(np.zeros((4, 3))))],
+    })
+    return cases
+
+
+def methods_quality() -> list[Case]:
+    import pandas as pd
+
+    m = "lablib.methods.quality."
+    x = {"x": V(lambda ctx: frame().to_numpy())}
+    bad_x = [None, [1.0, 2.0], made("empty", lambda: np.array([])), made("3-d", lambda: np.zeros((2, 2, 2))),
+             made("strings", lambda: np.array(["a", "b"])), made("bools", lambda: np.array([True, False])),
+             made("with inf", lambda: np.array([[1.0], [INF]])), made("complex", lambda: np.array([1 + 2j])),
+             made("text column", lambda: pd.DataFrame({"a": ["x", "y"]}))]
+    cases = sweep(m + "iqr_outliers", x, {"x": bad_x, "k": [-1.0, NAN, INF, "3", None], "log": ["yes", 1]})
+    cases += sweep(m + "mad_outliers", x, {"x": bad_x, "threshold": [-1.0, NAN, INF, "3"]})
+    cases += sweep(m + "missing_share", x, {"x": bad_x})
+    masks = {"flagged": V(lambda ctx: np.zeros(5, bool)), "truth": V(lambda ctx: np.ones(5, bool))}
+    cases += sweep(m + "precision_recall", masks, {
+        "flagged": [None, made("floats", lambda: np.zeros(5)), made("shape (4,)", lambda: np.zeros(4, bool))],
+        "truth": [[True] * 5, made("ints", lambda: np.ones(5, int))],
+    })
+    score = {"truth": V(lambda ctx: np.array([[0.0, 1.0], [1.0, 2.0], [2.0, 4.0]])),
+             "imputed": V(lambda ctx: np.zeros((3, 2))), "mask": V(lambda ctx: np.eye(3, 2, dtype=bool))}
+    cases += sweep(m + "imputation_error", score, {
+        "imputed": [None, made("(3, 3)", lambda: np.zeros((3, 3))), made("NaN in a masked cell", lambda: np.full((3, 2), NAN))],
+        "mask": [made("floats", lambda: np.eye(3, 2)), made("all False", lambda: np.zeros((3, 2), bool)),
+                 made("(2, 2)", lambda: np.zeros((2, 2), bool))],
+        "truth": [made("constant columns", lambda: np.ones((3, 2))), made("NaN in a masked cell", lambda: np.full((3, 2), NAN))],
+        "scale": [[1.0], [0.0, 1.0], [NAN, 1.0], "1"],
+    })
+    like = {"failures": V(lambda ctx: pd.DataFrame({"column": ["c0"], "index": [1]})), "like": V(lambda ctx: frame())}
+    cases += sweep(m + "failure_mask", like, {
+        "failures": [None, "errors", made("no index column", lambda: pd.DataFrame({"column": ["c0"]}))],
+        "like": [None, made("ndarray", lambda: np.zeros((12, 3)))],
+    })
+    return cases
+
+
+def data_versioning() -> list[Case]:
+    m = "lablib.data.versioning."
+
+    def sandbox(ctx):
+        return lab("lablib.data.versioning.Sandbox")(ctx.root / "data" / "box")
+
+    cases = sweep(m + "Sandbox", {"folder": V(lambda ctx: ctx.root / "data" / "box")}, {
+        "folder": [None, "", at("<the data folder itself>", lambda ctx: ctx.root / "data"),
+                   at("<outside data/>", lambda ctx: ctx.dir / "elsewhere"),
+                   at("<escapes data/ with ..>", lambda ctx: ctx.root / "data" / ".." / "labs"),
+                   at("<a file>", lambda ctx: write_file(ctx, "../data/afile", "keep"))],
+        "timeout": [0, -1, NAN, "10"],
+        "fresh": ["yes", 1],
+    })
+    cases += [
+        case(m + "Sandbox.run", "words=()", lambda ctx: sandbox(ctx).run(), ("words",)),
+        case(m + "Sandbox.run", "words=('rm', '-rf', '/')", lambda ctx: sandbox(ctx).run("rm", "-rf", "/"), ("words",)),
+        case(m + "Sandbox.run", "words=(3,)", lambda ctx: sandbox(ctx).run(3), ("words",)),
+        case(m + "Sandbox.run", "ok='0'", lambda ctx: sandbox(ctx).run("git", "status", ok="0"), ("ok",)),
+        case(m + "Sandbox.run", "timeout=-1", lambda ctx: sandbox(ctx).run("git", "status", timeout=-1), ("timeout",)),
+        case(m + "Sandbox.show", "max_lines=0", lambda ctx: sandbox(ctx).show("git", "--version", max_lines=0), ("max_lines",)),
+        case(m + "Sandbox.write", "relative='../x'", lambda ctx: sandbox(ctx).write("../x", "t"), ("relative",)),
+        case(m + "Sandbox.write", "text=b'x'", lambda ctx: sandbox(ctx).write("x.txt", b"x"), ("text",)),
+        case(m + "Sandbox.copy_in", "source=<missing>", lambda ctx: sandbox(ctx).copy_in(ctx.dir / "nope.py"), ("source",)),
+    ]
+    cases += sweep(m + "md5", {"path": V(lambda ctx: write_file(ctx, "a.csv", "x"))}, {
+        "path": [None, "", missing("b.csv"), a_dir("adir")]})
+    cases += sweep(m + "recorded_md5", {"dvc_file": V(lambda ctx: write_file(ctx, "a.dvc", "outs:\n- md5: " + "0" * 32 + "\n"))}, {
+        "dvc_file": [None, missing("b.dvc"), at("<not .dvc>", lambda ctx: write_file(ctx, "a.csv", "x")),
+                     at("<broken YAML>", lambda ctx: write_file(ctx, "c.dvc", "outs: [")),
+                     at("<no md5>", lambda ctx: write_file(ctx, "d.dvc", "outs:\n- path: x\n"))]})
+    cases += sweep(m + "clean_output", {"text": "a\rb\n"}, {"text": [None, b"bytes", 3]})
+    return cases
+
+
+# --- lablib.data.augment.affine, lablib.methods.mixup, lablib.methods.imbalance (lab 09) ---------
+
+
+def data_augment_affine() -> list[Case]:
+    m = "lablib.data.augment."
+    return sweep(m + "affine", {"x": V(lambda ctx: imgs())}, {
+        "x": [None, made("3-d", lambda: rand(4, 8, 8)), made("uint8", lambda: (imgs() * 255).byte()),
+              made("empty (valid)", lambda: imgs(0), check=lambda r, ctx: tuple(r.shape) == (0, 1, 8, 8))],
+        "rotation": [-1, 181, NAN, "20"],
+        "shift": [-0.1, 1.5, INF],
+        "shear": [-1, 90, NAN],
+        "zoom": [-0.1, 1.0, "0.1"],
+        "flip": ["yes", 1],
+        "fill": ["wrap", None, 0],
+        "generator": [123],
+    })
+
+
+def methods_mixup() -> list[Case]:
+    m = "lablib.methods.mixup."
+    good = {"model": V(lambda ctx: cnn()), "x": V(lambda ctx: imgs()), "y": V(lambda ctx: labels(4)),
+            "lam": 0.3, "perm": V(lambda ctx: torch.tensor([1, 0, 3, 2]))}
+    cases = sweep(m + "mixup_loss", good, {
+        "model": [None, "cnn"],
+        "x": [None, made("empty", lambda: imgs(0)), made("uint8", lambda: (imgs() * 255).byte())],
+        "y": [made("(3,)", lambda: labels(3)), made("float", lambda: labels(4).float())],
+        "lam": [-0.1, 1.5, NAN, "0.3", None, made("2 values", lambda: torch.tensor([0.1, 0.2]))],
+        "perm": [made("repeats", lambda: torch.tensor([0, 0, 1, 2])), made("(3,)", lambda: torch.tensor([0, 1, 2])),
+                 made("float", lambda: torch.tensor([1.0, 0.0, 3.0, 2.0])), [1, 0, 3, 2]],
+    })
+    targets = {"y": V(lambda ctx: labels(4)), "perm": V(lambda ctx: torch.tensor([1, 0, 3, 2])), "lam": 0.3,
+               "num_classes": 3}
+    cases += sweep(m + "mixup_targets", targets, {
+        "y": [None, made("with 3 of 3 classes", lambda: labels(4) + 1), made("2-d", lambda: labels(4)[None]),
+              made("with -1", lambda: labels(4) - 1)],
+        "num_classes": [0, 2.5, "3"],
+        "lam": [INF],
+        "perm": [made("out of range", lambda: torch.tensor([1, 0, 3, 4]))],
+    })
+    cases += sweep(m + "random_box", {"height": 8, "width": 8, "lam": 0.5}, {
+        "height": [0, -1, 8.5], "width": ["8"], "lam": [1.1, NAN], "generator": [5]})
+    cut = {"x": V(lambda ctx: imgs()), "perm": V(lambda ctx: torch.tensor([1, 0, 3, 2])), "box": (1, 1, 3, 3)}
+    cases += sweep(m + "cutmix", cut, {
+        "x": [None, made("(4, 64)", lambda: rand(4, 64))],
+        "box": [None, (1, 1, 3), (-1, 0, 2, 2), (6, 6, 4, 4), (0, 0, 2.5, 2), "0,0,2,2"],
+        "perm": [made("(5,)", lambda: torch.arange(5))],
+    })
+    return cases
+
+
+def methods_imbalance() -> list[Case]:
+    m = "lablib.methods.imbalance."
+    np_ = __import__("numpy")
+    xy = {"x": V(lambda ctx: np_.zeros((12, 2))), "y": V(lambda ctx: np_.arange(12) % 3), "cls": 1, "keep": 2}
+    cases = sweep(m + "make_rare", xy, {
+        "x": [made("(11, 2)", lambda: np_.zeros((11, 2)))],
+        "y": [None, made("floats", lambda: np_.arange(12) / 2), made("2-d", lambda: np_.zeros((12, 1), int)),
+              made("with -1", lambda: np_.arange(12) % 3 - 1), made("empty", lambda: np_.array([], int)),
+              made("bools", lambda: np_.arange(12) % 2 == 0)],
+        "cls": [-1, 1.5, "1"],
+        "keep": [0, 5, 2.0],
+        "seed": [-1, 2**32, "0"],
+    })
+    cases += sweep(m + "class_weights", {"y": V(lambda ctx: np_.arange(12) % 3), "num_classes": 3}, {
+        "y": [None, made("label 3 of 3 classes", lambda: np_.arange(12) % 4), made("strings", lambda: np_.array(["a", "b"]))],
+        "num_classes": [0, 3.0, None],
+    })
+    scores = {"y_true": V(lambda ctx: np_.arange(12) % 3), "y_pred": V(lambda ctx: np_.arange(12) % 3), "cls": 1}
+    cases += sweep(m + "rare_class_scores", scores, {
+        "y_true": [None, made("no sample of cls", lambda: np_.zeros(12, int))],
+        "y_pred": [made("(11,)", lambda: np_.arange(11) % 3), made("floats", lambda: np_.zeros(12))],
+        "cls": [-1, "1"],
+    })
+    return cases
+
+
 CATALOGUE = (core_config, core_env, core_results, core_cache, core_checks, core_show, core_bench,
              core_viz, core_compat_validate, data_augment, data_datasets, nets_models, nets_train,
              methods_amp, methods_distill, methods_pruning, methods_quantize, methods_fixmatch,
-             methods_diffusion, methods_stable_diffusion, deploy_onnx_export)
+             methods_diffusion, methods_stable_diffusion, deploy_onnx_export, data_augment_affine,
+             methods_mixup, methods_imbalance, data_tables, methods_quality, data_versioning)
 
 
 def catalogue() -> list[Case]:

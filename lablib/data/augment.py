@@ -6,6 +6,8 @@
   autocontrast, identity) at a random magnitude, then a Cutout square. Plain torch, one
   draw per image, fast on a CPU, seeded by a torch.Generator.
 * `rand_augment`: kornia's own RandAugment, made to work on 1-channel images (see there).
+* `affine`: Keras's `ImageDataGenerator` list (rotation, shifts, shear, zoom, flip, fill mode)
+  with its units, one draw per image, in one `grid_sample`.
 
 Every function keeps the shape, dtype and device of its input, and works on 1 and 3 channels.
 """
@@ -184,3 +186,49 @@ def rand_augment(x: torch.Tensor, n: int = 2, m: int = 10, seed: int | None = No
             out = aug(rgb)
     out = out[:, :1] if grey else out
     return out.to(x.dtype).contiguous()
+
+
+# Keras's fill_mode names -> grid_sample's padding_mode
+FILL_MODES = {"nearest": "border", "constant": "zeros", "reflect": "reflection"}
+
+
+def affine(x: torch.Tensor, rotation: float = 0.0, shift: float = 0.0, shear: float = 0.0, zoom: float = 0.0,
+           flip: bool = False, fill: str = "nearest", generator: torch.Generator | None = None) -> torch.Tensor:
+    """Keras's `ImageDataGenerator(rotation_range, width/height_shift_range, shear_range,
+    zoom_range, horizontal_flip, fill_mode)` on a batch, each image with its own draw:
+
+    rotation: degrees, an angle drawn in [-rotation, rotation];
+    shift: share of the image side, each axis in [-shift, shift];
+    shear: degrees (Keras's unit: shear_range=0.1 is a tenth of a degree), in [-shear, shear];
+    zoom: each axis scaled by its own factor in [1 - zoom, 1 + zoom] (as Keras; > 1 shows less);
+    flip: mirror half the images left-right;
+    fill: how pixels that come in from outside are filled: "nearest" (Keras's default: the edge
+          pixel), "constant" (0) or "reflect".
+    """
+    _check_images(x)
+    rotation, shift = real("rotation", rotation, 0, 180), real("shift", shift, 0, 1)
+    shear, zoom = real("shear", shear, 0, 89), real("zoom", zoom, 0, 1, high_open=True)
+    if not isinstance(flip, bool):
+        raise TypeError(f"flip must be True or False, got {flip!r}")
+    if fill not in FILL_MODES:
+        raise ValueError(f"fill must be one of {', '.join(FILL_MODES)} (Keras's fill_mode), got {fill!r}")
+    n = len(x)
+    if n == 0:
+        return x.clone()
+
+    def draw(limit: float) -> torch.Tensor:  # uniform in [-limit, limit], on the CPU so a CPU generator seeds any device
+        return (2 * torch.rand(n, generator=generator) - 1) * limit
+
+    angle, slant = draw(math.radians(rotation)), draw(math.radians(shear))
+    zx, zy = 1 + draw(zoom), 1 + draw(zoom)
+    tx, ty = 2 * draw(shift), 2 * draw(shift)  # grid units: the image spans [-1, 1]
+    cos, sin, zero, one = torch.cos(angle), torch.sin(angle), torch.zeros(n), torch.ones(n)
+    rot = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
+    shr = torch.stack([torch.stack([one, -torch.sin(slant)], 1), torch.stack([zero, torch.cos(slant)], 1)], 1)
+    scale = torch.diag_embed(torch.stack([zx, zy], 1))
+    mirror = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if flip else one
+    flipper = torch.diag_embed(torch.stack([mirror, one], 1))
+    # grid_sample maps each output pixel to where it reads from: rotate, shear, zoom, then mirror
+    theta = torch.cat([rot @ shr @ scale @ flipper, torch.stack([tx, ty], 1)[:, :, None]], 2)
+    grid = F.affine_grid(theta.to(device=x.device, dtype=x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=FILL_MODES[fill], align_corners=False)
