@@ -18,6 +18,7 @@ import signal
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
@@ -25,8 +26,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from lablib.core import bench, cache, checks, config, results, validate, viz
-from lablib.data import augment, datasets
-from lablib.methods import amp, distill, fixmatch, pruning, quantize
+from lablib.data import augment, datasets, tables
+from lablib.methods import amp, distill, fixmatch, imbalance, mixup, pruning, quality, quantize
 
 # Reproducible in CI: the same examples every run, no example database written to the project.
 settings.register_profile("lablib", max_examples=60, deadline=None, derandomize=True, database=None,
@@ -78,6 +79,9 @@ anything = st.one_of(
 DS = datasets.ImageSet(torch.rand(12, 1, 4, 4), torch.arange(12) % 3, ["a", "b", "c"])
 W = torch.randn(4, 8)
 X = torch.rand(2, 3, 8, 8)
+PERM = torch.tensor([1, 0])
+MIX_MODEL = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
+LABELS = np.arange(12) % 3  # three classes of four
 
 
 def is_int(v, low=None, high=None) -> bool:
@@ -122,6 +126,31 @@ ARGUMENTS = [
     ("cache.cache_folder", "name", lambda v: cache.cache_folder(v, {}),
      lambda v: isinstance(v, str) and v.isprintable() and v != "" and Path(v).name == v and not v.startswith(".")),
     ("cache.write_atomic", "text", lambda v: cache.write_atomic(config.data_dir() / "t.txt", v), lambda v: isinstance(v, str)),
+    ("augment.affine", "rotation", lambda v: augment.affine(X, rotation=v), lambda v: is_real(v, 0, 180)),
+    ("augment.affine", "shift", lambda v: augment.affine(X, shift=v), lambda v: is_real(v, 0, 1)),
+    ("augment.affine", "shear", lambda v: augment.affine(X, shear=v), lambda v: is_real(v, 0, 89)),
+    ("augment.affine", "zoom", lambda v: augment.affine(X, zoom=v), lambda v: is_real(v, 0, 1, high_open=True)),
+    ("augment.affine", "flip", lambda v: augment.affine(X, flip=v), lambda v: isinstance(v, bool)),
+    ("augment.affine", "fill", lambda v: augment.affine(X, fill=v),
+     lambda v: isinstance(v, str) and v in ("nearest", "constant", "reflect")),
+    ("mixup.mixup_loss", "lam", lambda v: mixup.mixup_loss(MIX_MODEL, X, torch.tensor([0, 2]), v, PERM),
+     lambda v: is_real(v, 0, 1)),
+    ("mixup.mixup_targets", "lam", lambda v: mixup.mixup_targets(torch.tensor([0, 2]), PERM, v, 3),
+     lambda v: is_real(v, 0, 1)),
+    ("mixup.mixup_targets", "num_classes", lambda v: mixup.mixup_targets(torch.tensor([0, 0]), PERM, 0.5, v),
+     lambda v: is_int(v, 1)),
+    ("mixup.random_box", "height", lambda v: mixup.random_box(v, 8, 0.5), lambda v: is_int(v, 1)),
+    ("mixup.random_box", "width", lambda v: mixup.random_box(8, v, 0.5), lambda v: is_int(v, 1)),
+    ("mixup.random_box", "lam", lambda v: mixup.random_box(8, 8, v), lambda v: is_real(v, 0, 1)),
+    ("mixup.cutmix", "box", lambda v: mixup.cutmix(X, PERM, v), lambda v: False),  # `anything` has no 4-long box
+    ("imbalance.make_rare", "keep", lambda v: imbalance.make_rare(LABELS, LABELS, 0, v), lambda v: is_int(v, 1, 4)),
+    ("imbalance.make_rare", "seed", lambda v: imbalance.make_rare(LABELS, LABELS, 0, 2, seed=v),
+     lambda v: is_int(v, 0, 2**32 - 1)),
+    ("imbalance.class_weights", "num_classes", lambda v: imbalance.class_weights(LABELS * 0, v), lambda v: is_int(v, 1)),
+    ("imbalance.make_rare", "cls", lambda v: imbalance.make_rare(LABELS, LABELS, v, 1),
+     lambda v: is_int(v) and v in set(LABELS.tolist())),
+    ("imbalance.rare_class_scores", "cls", lambda v: imbalance.rare_class_scores(LABELS, LABELS, v),
+     lambda v: is_int(v) and v in set(LABELS.tolist())),
 ]
 
 
@@ -281,3 +310,80 @@ def test_image_folder_reads_every_mode_at_its_values(seed, level, mode):
     assert np.allclose(ds.x[0, 0].numpy(), want, atol=1.5 / 255), f"mode {mode} read wrongly"
     for f in (root / "c").iterdir():
         f.unlink()
+
+
+@given(st.integers(1, 8), st.floats(0, 1), st.integers(0, 2**16))
+def test_cross_entropy_against_mixup_targets_equals_mixup_loss(n, lam, seed):
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.rand(n, 3, 8, 8, generator=g), torch.randint(0, 3, (n,), generator=g)
+    perm = torch.randperm(n, generator=g)
+    logits = MIX_MODEL(lam * x + (1 - lam) * x[perm])
+    soft = torch.nn.functional.cross_entropy(logits, mixup.mixup_targets(y, perm, lam, 3))
+    assert torch.allclose(soft, mixup.mixup_loss(MIX_MODEL, x, y, lam, perm), atol=1e-5)
+
+
+@given(st.integers(1, 64), st.integers(1, 64), st.floats(0, 1), st.integers(0, 2**16))
+def test_random_box_stays_inside_and_covers_at_most_its_unclipped_size(h, w, lam, seed):
+    top, left, bh, bw = mixup.random_box(h, w, lam, torch.Generator().manual_seed(seed))
+    assert 0 <= top and 0 <= left and 0 <= bh and 0 <= bw and top + bh <= h and left + bw <= w
+    ratio = math.sqrt(1 - lam)
+    assert bh * bw <= round(ratio * h) * round(ratio * w)
+
+
+@given(st.integers(1, 6), st.integers(1, 12), st.integers(1, 12), st.integers(0, 2**16), st.data())
+def test_cutmix_keeps_exactly_the_pixels_outside_its_box(n, h, w, seed, data):
+    g = torch.Generator().manual_seed(seed)
+    x, perm = torch.rand(n, 2, h, w, generator=g), torch.randperm(n, generator=g)
+    box = mixup.random_box(h, w, data.draw(st.floats(0, 1)), g)
+    out, lam = mixup.cutmix(x, perm, box)
+    inside = torch.zeros(h, w, dtype=torch.bool)
+    inside[box[0] : box[0] + box[2], box[1] : box[1] + box[3]] = True
+    assert torch.equal(out[:, :, ~inside], x[:, :, ~inside]) and torch.equal(out[:, :, inside], x[perm][:, :, inside])
+    assert lam == pytest.approx(1 - inside.sum().item() / (h * w))
+
+
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=80), st.integers(6, 9))
+def test_class_weights_give_every_present_class_the_same_total(labels, num_classes):
+    y = np.array(labels)
+    w = imbalance.class_weights(y, num_classes)
+    counts = np.bincount(y, minlength=num_classes)
+    assert np.allclose((w * counts)[counts > 0], len(y) / num_classes)
+    assert (w[counts == 0] == 0).all()
+
+
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=60), st.integers(0, 3), st.integers(0, 2**32 - 1), st.data())
+def test_make_rare_keeps_keep_of_the_class_and_all_the_others_in_order(labels, cls, seed, data):
+    y = np.array(labels)
+    assume((y == cls).any())
+    keep = data.draw(st.integers(1, int((y == cls).sum())))
+    idx, ry = imbalance.make_rare(np.arange(len(y)), y, cls, keep, seed)
+    assert (ry == cls).sum() == keep and np.array_equal(ry, y[idx])
+    assert np.all(np.diff(idx) > 0)  # a subsequence: order kept, nothing repeated
+    assert np.array_equal(idx[ry != cls], np.flatnonzero(y != cls))
+
+
+# Lab 10 (data quality), from its module's developer.
+
+
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=4, max_size=60), st.floats(0, 10))
+def test_iqr_outliers_flags_exactly_the_values_outside_the_fences(values, k):
+    x = np.array(values)[:, None]
+    flags = quality.iqr_outliers(x, k)[:, 0]
+    q1, q3 = np.quantile(x[:, 0], [0.25, 0.75])
+    outside = (x[:, 0] < q1 - k * (q3 - q1)) | (x[:, 0] > q3 + k * (q3 - q1))
+    assert (flags == outside).all()
+    assert not (quality.iqr_outliers(x, k + 1.0)[:, 0] & ~flags).any()  # a wider fence flags a subset
+
+
+@given(st.integers(1, 12), st.integers(1, 6), st.floats(0, 0.5), st.floats(0, 0.3), st.floats(0, 0.2),
+       st.integers(0, 2**32 - 1))
+def test_inject_faults_changes_only_the_cells_it_reports(rows, cols, missing, unit, sentinel, seed):
+    df = pd.DataFrame(np.random.default_rng(0).uniform(1, 2, (rows, cols)))
+    f = tables.inject_faults(df, missing=missing, unit=unit, sentinel=sentinel, seed=seed)
+    kind, dirty, clean = f.kind.to_numpy(), f.dirty.to_numpy(), df.to_numpy()
+    counts = f.counts()
+    assert sum(counts.values()) == round((missing + unit + sentinel) * df.size) <= df.size
+    assert all(abs(counts[k] - r * df.size) <= 1 for k, r in (("missing", missing), ("unit", unit), ("sentinel", sentinel)))
+    assert np.array_equal(dirty[kind == 0], clean[kind == 0])
+    assert np.isnan(dirty[kind == 1]).all() and (dirty[kind == 3] == -999).all()
+    assert np.isin(np.round(dirty[kind == 2] / clean[kind == 2]), [10, 100, 1000]).all()

@@ -169,9 +169,10 @@ def bars(values: dict[str, float], ylabel: str, title: str | None = None, log: b
 
 
 def lines(series: dict[str, tuple], xlabel: str, ylabel: str, title: str | None = None, logx: bool = False,
-          reference: dict[str, float] | None = None) -> Figure:
+          reference: dict[str, float] | None = None, spread: dict[str, list] | None = None) -> Figure:
     """y against x for several named series (series: name -> (xs, ys)), e.g. accuracy vs sparsity.
-    `reference` draws dashed horizontal lines (name -> y), e.g. the dense model's accuracy."""
+    `reference` draws dashed horizontal lines (name -> y), e.g. the dense model's accuracy.
+    `spread` shades y ± s around a series (name -> one s per point), e.g. the sd over seeds."""
     if not _mapping("series", series):
         raise ValueError("series must have at least one entry")
     for name, pair in series.items():
@@ -180,10 +181,21 @@ def lines(series: dict[str, tuple], xlabel: str, ylabel: str, title: str | None 
         for x in pair[0] if logx else ():
             _number(f"series[{name!r}] x (logx=True)", x, positive=True)
     reference = {k: _number(f"reference[{k!r}]", v) for k, v in _mapping("reference", reference or {}).items()}
+    spread = dict(_mapping("spread", spread or {}))
+    for name, s in spread.items():
+        if name not in series:
+            raise ValueError(f"spread[{name!r}] names no series (series: {', '.join(map(repr, series))})")
+        if not isinstance(s, (tuple, list)) or len(s) != len(series[name][0]):
+            raise ValueError(f"spread[{name!r}] must hold one value per point of series[{name!r}]")
+        spread[name] = [_number(f"spread[{name!r}]", v) for v in s]
     fig, axes = _figure(1, width=6)
     ax = axes[0][0]
-    for name, (xs, ys) in series.items():
-        ax.plot(list(xs), list(ys), marker="o", ms=4, label=name)
+    for i, (name, (xs, ys)) in enumerate(series.items()):
+        ax.plot(list(xs), list(ys), marker="o", ms=4, label=name, color=f"C{i}")
+        if name in spread:
+            ys_ = [float(y) for y in ys]
+            ax.fill_between(list(xs), [y - s for y, s in zip(ys_, spread[name], strict=True)],
+                            [y + s for y, s in zip(ys_, spread[name], strict=True)], color=f"C{i}", alpha=0.15)
     for i, (name, y) in enumerate(reference.items()):
         ax.axhline(y, linestyle="--", color=f"C{len(series) + i}", label=name)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title or "")

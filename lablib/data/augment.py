@@ -200,7 +200,7 @@ def affine(x: torch.Tensor, rotation: float = 0.0, shift: float = 0.0, shear: fl
     rotation: degrees, an angle drawn in [-rotation, rotation];
     shift: share of the image side, each axis in [-shift, shift];
     shear: degrees (Keras's unit: shear_range=0.1 is a tenth of a degree), in [-shear, shear];
-    zoom: each axis scaled by its own factor in [1 - zoom, 1 + zoom] (as Keras; > 1 shows less);
+    zoom: each axis scaled by its own factor in [1 - zoom, 1 + zoom] (as Keras: > 1 zooms out);
     flip: mirror half the images left-right;
     fill: how pixels that come in from outside are filled: "nearest" (Keras's default: the edge
           pixel), "constant" (0) or "reflect".
@@ -210,7 +210,7 @@ def affine(x: torch.Tensor, rotation: float = 0.0, shift: float = 0.0, shear: fl
     shear, zoom = real("shear", shear, 0, 89), real("zoom", zoom, 0, 1, high_open=True)
     if not isinstance(flip, bool):
         raise TypeError(f"flip must be True or False, got {flip!r}")
-    if fill not in FILL_MODES:
+    if not isinstance(fill, str) or fill not in FILL_MODES:
         raise ValueError(f"fill must be one of {', '.join(FILL_MODES)} (Keras's fill_mode), got {fill!r}")
     n = len(x)
     if n == 0:
@@ -228,7 +228,12 @@ def affine(x: torch.Tensor, rotation: float = 0.0, shift: float = 0.0, shear: fl
     scale = torch.diag_embed(torch.stack([zx, zy], 1))
     mirror = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if flip else one
     flipper = torch.diag_embed(torch.stack([mirror, one], 1))
-    # grid_sample maps each output pixel to where it reads from: rotate, shear, zoom, then mirror
-    theta = torch.cat([rot @ shr @ scale @ flipper, torch.stack([tx, ty], 1)[:, :, None]], 2)
+    # grid_sample maps each output pixel to where it reads from: rotate, shear, zoom, then mirror.
+    # Grid units run [-1, 1] along each side, so a non-square image is rotated in pixels (as
+    # Keras does) by going to pixel units and back; otherwise it would also be stretched.
+    h, w = x.shape[-2:]
+    aspect = torch.diag(torch.tensor([float(w), float(h)]))
+    linear = torch.linalg.inv(aspect) @ rot @ shr @ scale @ flipper @ aspect
+    theta = torch.cat([linear, torch.stack([tx, ty], 1)[:, :, None]], 2)
     grid = F.affine_grid(theta.to(device=x.device, dtype=x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=FILL_MODES[fill], align_corners=False)

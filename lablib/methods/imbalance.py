@@ -30,7 +30,7 @@ def make_rare(x, y, cls: int, keep: int, seed: int = 0) -> tuple[np.ndarray, np.
     cls, keep, seed = integer("cls", cls, 0), positive_int("keep", keep), integer("seed", seed, 0, 2**32 - 1)
     members = np.flatnonzero(y == cls)
     if keep > len(members):
-        raise ValueError(f"keep={keep} but class {cls} has only {len(members)} samples")
+        raise ValueError(f"keep={keep} but class cls={cls} has only {len(members)} samples")
     kept = np.random.default_rng(seed).choice(members, keep, replace=False)
     mask = y != cls
     mask[kept] = True
@@ -57,7 +57,7 @@ def rare_class_scores(y_true, y_pred, cls: int) -> dict[str, float]:
         raise ValueError(f"y_true and y_pred must have the same shape, got {y_true.shape} and {y_pred.shape}")
     cls = integer("cls", cls, 0)
     if not (y_true == cls).any():
-        raise ValueError(f"y_true has no sample of class {cls}: its recall is undefined")
+        raise ValueError(f"y_true has no sample of class cls={cls}: its recall is undefined")
     return {"rare recall": float(recall_score(y_true, y_pred, labels=[cls], average=None)[0]),
             "rare precision": float(precision_score(y_true, y_pred, labels=[cls], average=None, zero_division=0)[0]),
             "macro-F1": float(f1_score(y_true, y_pred, average="macro")),

@@ -48,6 +48,9 @@ def mixup_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lam: fl
     lam = _check_lam(lam)
     _check_perm(perm, n)
     logits = model(lam * x + (1 - lam) * x[perm])
+    c = logits.shape[-1]  # -100 would be silently skipped (cross_entropy's ignore_index), others raise deep in torch
+    if y.min() < 0 or y.max() >= c:
+        raise ValueError(f"y must hold labels in 0..{c - 1} (the model's classes), got values from {y.min().item()} to {y.max().item()}")
     return lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[perm])
 
 
