@@ -27,8 +27,8 @@
 #
 # Its section 3.3.1 names the risk in the same breath: "生成数据的分布可能与真实数据有所差异,影响模型效果"
 # ("the generated data's distribution may differ from the real data's, which hurts the model").
-# The article gives no figure, and a Keras `ImageDataGenerator` that this lab maps to kornia and
-# to plain torch, and checks against digits.
+# The article gives no figure. Its section 5.2 gives a Keras `ImageDataGenerator`, which this lab
+# maps to kornia and to plain torch and tests on digits.
 #
 # **What you will measure**, on real 8×8 handwritten digits:
 #
@@ -114,22 +114,17 @@ cfg
 # Each argument has a unit, and the units are not the same across libraries. Here is the list
 # mapped to kornia (the augmentation library this curriculum uses on tensors) and to
 # `lablib.data.augment.affine`, the same recipe in plain torch that the experiments below train
-# with (section 2 says why):
+# with (section 2 says why). Every kornia entry but the flip is an argument of one
+# `K.RandomAffine(...)`; a shift of 10 % is 0.8 pixel on these 8×8 digits.
 
 # %%
 table([
-    {"Keras argument": "rotation_range=20", "means": "angle in [-20°, 20°]",
-     "kornia": "RandomAffine(degrees=20)", "augment.affine": "rotation=20"},
-    {"Keras argument": "width/height_shift_range=0.1", "means": "shift up to 10 % of the side (0.8 px here)",
-     "kornia": "RandomAffine(translate=(0.1, 0.1))", "augment.affine": "shift=0.1"},
-    {"Keras argument": "shear_range=0.1", "means": "shear angle in [-0.1°, 0.1°] (degrees!)",
-     "kornia": "RandomAffine(shear=0.1)", "augment.affine": "shear=0.1"},
-    {"Keras argument": "zoom_range=0.1", "means": "each axis scaled by [0.9, 1.1]",
-     "kornia": "RandomAffine(scale=(0.9, 1.1))", "augment.affine": "zoom=0.1"},
-    {"Keras argument": "horizontal_flip=True", "means": "mirror half the images",
-     "kornia": "RandomHorizontalFlip()", "augment.affine": "flip=True"},
-    {"Keras argument": "fill_mode='nearest'", "means": "pixels from outside copy the edge",
-     "kornia": "padding_mode='border'", "augment.affine": "fill='nearest'"},
+    {"Keras": "rotation_range=20", "means": "angle in ±20°", "kornia": "RandomAffine(degrees=20)", "augment.affine": "rotation=20"},
+    {"Keras": "width/height_shift_range=0.1", "means": "shift ±10 % of the side", "kornia": "translate=(0.1, 0.1)", "augment.affine": "shift=0.1"},
+    {"Keras": "shear_range=0.1", "means": "shear ±0.1 degree (!)", "kornia": "shear=0.1", "augment.affine": "shear=0.1"},
+    {"Keras": "zoom_range=0.1", "means": "each axis × [0.9, 1.1]", "kornia": "scale=(0.9, 1.1, 0.9, 1.1)", "augment.affine": "zoom=0.1"},
+    {"Keras": "horizontal_flip=True", "means": "mirror half the images", "kornia": "RandomHorizontalFlip()", "augment.affine": "flip=True"},
+    {"Keras": "fill_mode='nearest'", "means": "outside pixels copy the edge", "kornia": "padding_mode='border'", "augment.affine": "fill='nearest'"},
 ], title="The article's ImageDataGenerator, mapped")
 
 # %% [markdown]
@@ -147,18 +142,19 @@ recipe = {
     "rotation_range=20": K.RandomAffine(degrees=20, **nearest),
     "shift_range=0.1": K.RandomAffine(degrees=0, translate=(0.1, 0.1), **nearest),
     "shear_range=0.1 (degrees)": K.RandomAffine(degrees=0, shear=0.1, **nearest),
-    "zoom_range=0.1": K.RandomAffine(degrees=0, scale=(0.9, 1.1), **nearest),
+    "zoom_range=0.1": K.RandomAffine(degrees=0, scale=(0.9, 1.1, 0.9, 1.1), **nearest),  # x and y drawn apart, as Keras
     "horizontal_flip": K.RandomHorizontalFlip(p=1.0),
     "noise (σ = 0.1)": lambda x: (x + 0.1 * torch.randn_like(x)).clamp(0, 1),
-    "all, fill 'nearest'": K.RandomAffine(degrees=20, translate=(0.1, 0.1), shear=0.1, scale=(0.9, 1.1), **nearest),
-    "all, fill 'constant'": K.RandomAffine(degrees=20, translate=(0.1, 0.1), shear=0.1, scale=(0.9, 1.1), p=1.0),
+    "all, fill 'nearest'": K.RandomAffine(degrees=20, translate=(0.1, 0.1), shear=0.1, scale=(0.9, 1.1, 0.9, 1.1), **nearest),
+    "all, fill 'constant'": K.RandomAffine(degrees=20, translate=(0.1, 0.1), shear=0.1, scale=(0.9, 1.1, 0.9, 1.1), p=1.0),
 }
 config.seed_everything(0)
 views = {name: aug(sample) for name, aug in recipe.items()}
-viz.image_grid(torch.cat(list(views.values())), ncols=10, size=0.9,
-               title="Rows: " + " / ".join(views) + f" (kornia {kornia.__version__})")
 shear_change = (views["shear_range=0.1 (degrees)"] - sample).abs().max().item()
 print(f"largest change of any pixel from shear_range=0.1: {shear_change:.4f} (pixels are in [0, 1])")
+viz.image_grid(torch.cat(list(views.values())), ncols=10, size=0.9,
+               labels=[name if j == 0 else "" for name in views for j in range(len(sample))],  # each row named once
+               title=f"The article's list on ten test digits, one row per transformation (kornia {kornia.__version__})")
 
 # %% [markdown]
 # Three things to read in the grid:
@@ -178,13 +174,14 @@ print(f"largest change of any pixel from shear_range=0.1: {shear_change:.4f} (pi
 #
 # `augment.affine` draws, for each image, its own angle, shifts, shear, zoom factors (and mirror,
 # when asked) and applies them in one `affine_grid` + `grid_sample`, with Keras's units. kornia
-# does the same with more machinery per call; on tiny 8×8 images that machinery is most of the
-# cost. The experiments below make thousands of calls, so here are both, timed on one training
-# batch on your machine:
+# does the same with more machinery per call (argument checks, parameter samplers, a matrix built
+# in several steps); on tiny 8×8 images that fixed cost can outweigh the sampling itself. The
+# experiments below make thousands of calls, so here are both, timed on one training batch on
+# your machine:
 
 # %%
 article = dict(rotation=20, shift=0.1, shear=0.1, zoom=0.1, fill="nearest")  # the article's list, no flip
-kornia_recipe = K.RandomAffine(degrees=20, translate=(0.1, 0.1), shear=0.1, scale=(0.9, 1.1), **nearest)
+kornia_recipe = K.RandomAffine(degrees=20, translate=(0.1, 0.1), shear=0.1, scale=(0.9, 1.1, 0.9, 1.1), **nearest)
 batch = splits.train.x[: cfg.batch_size]
 times = bench.compare({"augment.affine": lambda: augment.affine(batch, **article),
                        "kornia RandomAffine": lambda: kornia_recipe(batch)}, rounds=2, warmup=2, repeats=10)
@@ -216,9 +213,9 @@ def mixup_loss(model, x, y, lam, perm):
     return lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[perm])
 
 
-def mixup_step(model, batch, alpha=cfg.alpha):
+def mixup_step(model, batch):
     x, y = batch
-    lam = torch.distributions.Beta(alpha, alpha).sample().item()
+    lam = torch.distributions.Beta(cfg.alpha, cfg.alpha).sample().item()
     perm = torch.randperm(len(x), device=x.device)
     return mixup_loss(model, x, y, lam, perm)
 
@@ -263,7 +260,8 @@ viz.image_grid(blends, labels=[f"{y8[i].item()}:{lam:.2f} {y8[perm8[i]].item()}:
 # * **both**: the article's list, then Mixup on the augmented batch.
 #
 # At the smallest label count a fifth variant trains on the article's list *as written*, with
-# `horizontal_flip=True`.
+# `horizontal_flip=True`. The first cell defines the steps and the variants; the second trains
+# them all (rerun it after changing a step or `variants`).
 
 # %%
 def plain_step(model, batch):
@@ -305,9 +303,10 @@ def mean_sd(values):
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+# %%
+steps_of = variants | {FLIP: flip_step}  # here, so that a change to `variants` since the cell above counts
 jobs = [(k, name, seed) for k in cfg.label_counts for name in variants for seed in range(cfg.seeds)]
 jobs += [(cfg.label_counts[0], FLIP, seed) for seed in range(cfg.seeds)]
-steps_of = variants | {FLIP: flip_step}
 acc = {}
 for k, name, seed in tqdm(jobs, desc="training runs"):
     model, acc[k, name, seed] = run(steps_of[name], k, seed)
@@ -324,12 +323,12 @@ for k in cfg.label_counts:
     row |= {name: f"{100 * summary[k, name][0]:.1f} ± {100 * summary[k, name][1]:.1f}" for name in variants}
     best = max(list(variants)[1:], key=lambda n: summary[k, n][0])
     row["best augmentation"] = best
-    row["its gain (points)"] = 100 * (summary[k, best][0] - summary[k, "none"][0])
+    row["its gain (points)"] = round(100 * (summary[k, best][0] - summary[k, "none"][0]), 1)
     rows.append(row)
 table(rows, title=f"Test accuracy (%), mean ± sd over {cfg.seeds} seed(s), {cfg.steps} steps")
 counts = [10 * k for k in cfg.label_counts]
 viz.lines({name: (counts, [summary[k, name][0] for k in cfg.label_counts]) for name in variants},
-          xlabel="labelled images", ylabel="test accuracy", logx=True,
+          xlabel="labelled images", ylabel="test accuracy",
           spread={name: [summary[k, name][1] for k in cfg.label_counts] for name in variants},
           title=f"Augmentation vs labels (band: ± 1 sd over {cfg.seeds} seeds)")
 
@@ -353,8 +352,9 @@ results.claim("the best augmentation gains >= 3 points at the fewest labels", ga
 results.claim("augmentation pays less as labels grow", gain_most, holds=gain_most < gain_few, asserted=False,
               condition=f"gain at {10 * most} labels < gain at {10 * fewest} labels",
               source="(not claimed by the article)")
-print(f"at {10 * fewest} labels the best was {best_few} ({gain_few:+.1f} points); "
-      f"at {10 * most} labels {best_most} ({gain_most:+.1f} points)")
+for k in dict.fromkeys((fewest, most)):
+    print(f"at {10 * k} labels, points gained over no augmentation: "
+          + ", ".join(f"{n} {100 * (summary[k, n][0] - summary[k, 'none'][0]):+.1f}" for n in list(variants)[1:]))
 sd_none = 100 * summary[fewest, "none"][1]
 if cfg.seeds > 1:
     print(f"seed-to-seed sd of the plain model at {10 * fewest} labels: {sd_none:.1f} points: "
@@ -396,15 +396,16 @@ with torch.no_grad():
     pred_mirror = plain_model(splits.test.x.flip(-1).to(device)).argmax(1).cpu()
 per_digit = {str(d): {"as they are": (pred[splits.test.y == d] == d).float().mean().item(),
                       "mirrored": (pred_mirror[splits.test.y == d] == d).float().mean().item()} for d in range(10)}
-viz.grouped_bars(per_digit, ylabel="recognised as themselves",
-                 title="Test digits, as they are and mirrored (plain model, seed 0)")
 survivors = [d for d, v in per_digit.items() if v["mirrored"] >= 0.5]
 print(f"digits still recognised at least half the time when mirrored: {', '.join(survivors) or 'none'}")
+viz.grouped_bars(per_digit, ylabel="recognised as themselves",
+                 title="Test digits, as they are and mirrored (plain model, seed 0)")
 
 # %% [markdown]
-# Symmetric shapes (0, 1, 8) can survive a mirror; the others become another digit or none. An
-# augmentation must keep the label true; that depends on the data, not on the library's default
-# list.
+# Nearly symmetric digits (0, 1, 8) are expected to survive a mirror; any other digit in the
+# printed list survives through the model's tolerance on 8×8 pixels, not through symmetry, and
+# the digits missing from it become another digit or none. An augmentation must keep the label
+# true; that depends on the data, not on the library's default list.
 #
 # ## 5. One rare digit: SMOTE, resampling, class weights
 #
@@ -415,12 +416,13 @@ print(f"digits still recognised at least half the time when mirrored: {', '.join
 # them); the pixels are the 64 features of a logistic regression, the classical home of these
 # samplers. Four remedies and the baseline, each a pipeline that resamples the training data only:
 #
-# * **none**; **class weights** (`class_weight="balanced"`: each class's errors weigh
+# * **none**; **weights**: class weights (`class_weight="balanced"`: each class's errors weigh
 #   n / (classes · count));
-# * **random oversampling** (the rare images repeated), **SMOTE** (new rare rows interpolated),
-#   **undersampling** (every other class cut to the rare class's count).
+# * **oversample**: random oversampling (the rare images repeated); **SMOTE** (new rare rows
+#   interpolated); **undersample**: random undersampling (every other class cut to the rare
+#   class's count).
 #
-# First, three errors that wait on the way (printed as your versions raise them):
+# First, three errors that wait on the way (printed as your installed library versions word them):
 
 # %%
 X, y = splits.train.x.flatten(1).numpy(), splits.train.y.numpy()
@@ -438,7 +440,7 @@ def show_error(what, fn):
 
 
 with threadpool_limits(1, user_api="blas"):  # see the note below
-    show_error("1. SMOTE with its default k_neighbors=5 on 5 rare images",
+    show_error(f"1. SMOTE with its default k_neighbors=5 on {cfg.keep} rare images",
                lambda: SMOTE(random_state=0).fit_resample(X_rare, y_rare))
     show_error("2. SMOTE inside scikit-learn's Pipeline",
                lambda: sklearn_make_pipeline(SMOTE(k_neighbors=cfg.keep - 1), LogisticRegression()).fit(X_rare, y_rare))
@@ -447,7 +449,7 @@ with threadpool_limits(1, user_api="blas"):  # see the note below
 
 # %% [markdown]
 # 1. SMOTE looks for `k_neighbors` neighbours *plus the image itself* among the rare images: with
-#    5 rare images it can use at most 4 (`k_neighbors=cfg.keep - 1` below).
+#    `cfg.keep` rare images it can use at most `cfg.keep - 1` (`k_neighbors=cfg.keep - 1` below).
 # 2. A sampler changes the number of rows, which scikit-learn's `Pipeline` does not allow of its
 #    steps (they must `transform`). `imblearn.pipeline.make_pipeline` does: it resamples at `fit`
 #    and passes test data through untouched at `predict`, so no synthetic row ever reaches the
@@ -468,10 +470,10 @@ def classifier(balanced=False):
 
 remedies = {
     "none": lambda s: make_pipeline(StandardScaler(), classifier()),
-    "class weights": lambda s: make_pipeline(StandardScaler(), classifier(balanced=True)),
-    "random oversampling": lambda s: make_pipeline(StandardScaler(), RandomOverSampler(random_state=s), classifier()),
+    "weights": lambda s: make_pipeline(StandardScaler(), classifier(balanced=True)),
+    "oversample": lambda s: make_pipeline(StandardScaler(), RandomOverSampler(random_state=s), classifier()),
     "SMOTE": lambda s: make_pipeline(StandardScaler(), SMOTE(k_neighbors=cfg.keep - 1, random_state=s), classifier()),
-    "undersampling": lambda s: make_pipeline(StandardScaler(), RandomUnderSampler(random_state=s), classifier()),
+    "undersample": lambda s: make_pipeline(StandardScaler(), RandomUnderSampler(random_state=s), classifier()),
 }
 scores = {name: [] for name in remedies}
 with threadpool_limits(1, user_api="blas"):
@@ -491,11 +493,11 @@ smote_gain = imb["SMOTE"]["rare recall"] - imb["none"]["rare recall"]
 results.claim("SMOTE raises the rare digit's recall", smote_gain, holds=smote_gain >= 0.1,
               condition=">= +0.10 recall over no remedy",
               source="使用数据增强技术,如SMOTE、Mixup等,进一步扩充数据集 (no figure)")
-weights_gap = imb["SMOTE"]["rare recall"] - imb["class weights"]["rare recall"]
+weights_gap = imb["SMOTE"]["rare recall"] - imb["weights"]["rare recall"]
 results.claim("SMOTE does no better than class weights (recall difference)", weights_gap,
               holds=weights_gap <= 0.05, asserted=False, condition="SMOTE's recall at most 0.05 above class weights'",
               source="(the article names SMOTE, not the simpler remedies)")
-under, best_other = imb["undersampling"], max(("class weights", "random oversampling", "SMOTE"), key=lambda n: imb[n]["accuracy"])
+under, best_other = imb["undersample"], max(("weights", "oversample", "SMOTE"), key=lambda n: imb[n]["accuracy"])
 print(f"undersampling: rare recall {under['rare recall']:.2f}, accuracy {under['accuracy']:.3f}; "
       f"{best_other}: rare recall {imb[best_other]['rare recall']:.2f}, accuracy {imb[best_other]['accuracy']:.3f}")
 print("undersampling " + ("buys the most recall and pays for it in accuracy" if under["rare recall"] > imb[best_other]["rare recall"]
@@ -544,14 +546,15 @@ checks.check_function(my_mixup_targets, reference=mixup.mixup_targets, make_inpu
 
 # %% [markdown]
 # **Train with your targets.** `F.cross_entropy` accepts probabilities as the target. The step
-# below trains on your soft labels; to rerun section 4 with it, set
-# `variants["Mixup"] = soft_mixup_step` and run section 4's cells again. Since cross-entropy is
+# below trains on your soft labels; to rerun section 4 with it, run
+# `variants["Mixup"] = soft_mixup_step` in a new cell, then section 4's second cell (the one
+# that trains) and the cells after it. Since cross-entropy is
 # linear in the target, expect the same results as the two-term loss (up to floating point).
 
 # %%
-def soft_mixup_step(model, batch, alpha=cfg.alpha):
+def soft_mixup_step(model, batch):
     x, y = batch
-    lam = torch.distributions.Beta(alpha, alpha).sample().item()
+    lam = torch.distributions.Beta(cfg.alpha, cfg.alpha).sample().item()
     perm = torch.randperm(len(x), device=x.device)
     return F.cross_entropy(model(lam * x + (1 - lam) * x[perm]), my_mixup_targets(y, perm, lam, 10))
 
@@ -641,14 +644,20 @@ checks.check_function(my_class_weights, reference=imbalance.class_weights, make_
 # checks.show_solution("my_class_weights")
 
 # %% [markdown]
-# **Exercise 4 (open).** (a) Rerun section 4 with milder magnitudes (`article["rotation"] = 10`,
-# `article["shift"] = 0.125`, one pixel) and with `cfg["alpha"] = 1.0`: which changes the 300-label
-# row, which the 50-label row? (b) Add the article's noise (`x + 0.1 * torch.randn_like(x)`) as a
-# fifth variant. (c) In section 5, keep 2 rare images (`cfg["keep"] = 2`): what must change in
-# SMOTE, and does it still match class weights? (d) The article puts SMOTE and Mixup in one
-# sentence. After this lab, what is each one for? (e) Give the runs at the most labels four times
-# the steps (`cfg["steps"] = 4 * cfg["steps"]`, `cfg["label_counts"] = (30,)`, then section 4):
-# does augmentation pay there now? (About four times section 4's time for that row.)
+# **Exercise 4 (open).** Each part changes a setting in a new cell and reruns section 4's second
+# cell (or section 5's cells) and what follows.
+# (a) Milder magnitudes (`article["rotation"] = 10`, `article["shift"] = 0.125`, one pixel), and
+# `cfg["alpha"] = 1.0`: which changes the 300-label row, which the 50-label row? (b) Add the
+# article's noise (`x + 0.1 * torch.randn_like(x)`) as a fifth entry of `variants`. (c) In
+# section 5, keep 2 rare images (`cfg["keep"] = 2`): `k_neighbors` follows as `cfg.keep - 1`;
+# what value is it now, what can SMOTE make from two images, and does it still match class
+# weights? (d) The article puts SMOTE and Mixup in one sentence. After this lab, what is each one
+# for? (e) Give the runs at the most labels four times the steps (`cfg["steps"] = 4 * cfg["steps"]`,
+# `cfg["label_counts"] = (30,)`): does augmentation pay at 300 labels now? (About four times
+# section 4's time for that row.)
+#
+# The claims then judge your modified run, and the Record cell fails at `cpu` scale if an
+# asserted one no longer holds: use Kernel → Restart & Run All before recording.
 #
 # ## Record
 #
