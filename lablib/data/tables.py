@@ -188,14 +188,14 @@ def heatmap(kind: pd.DataFrame, title: str = "Injected faults", flagged: pd.Data
                 pd.api.types.is_bool_dtype(flagged[c]) for c in flagged.columns):
             raise ValueError(f"flagged must be a boolean DataFrame of shape {kind.shape}, like kind")
     panels = 1 if flagged is None else 2
-    fig = plt.figure(figsize=(6.5 * panels, 4.2), layout="constrained")
+    fig = plt.figure(figsize=(8.0 * panels, 4.2), layout="constrained")  # room for the legends beside the panels
     plt.close(fig)
     axes = fig.subplots(1, panels, squeeze=False)[0]
     cmap = ListedColormap(COLOURS)
     axes[0].imshow(codes, aspect="auto", interpolation="nearest", cmap=cmap, vmin=-0.5, vmax=len(KINDS) - 0.5)
     axes[0].set(title=title, xlabel="column", ylabel="row")
     axes[0].legend(handles=[Patch(color=c, label=k) for k, c in zip(KINDS, COLOURS, strict=True)],
-                   loc="upper right", fontsize="small", framealpha=0.9)
+                   bbox_to_anchor=(1.01, 1), loc="upper left", fontsize="small", framealpha=0.9)  # outside the axes
     if flagged is not None:
         caught = np.where(flagged.to_numpy(), np.where(codes > 0, 1, 2), np.where(codes > 0, 3, 0))
         colours = ("#f2f2f2", "#55a868", "#c44e52", "#8172b3")
@@ -203,5 +203,5 @@ def heatmap(kind: pd.DataFrame, title: str = "Injected faults", flagged: pd.Data
         axes[1].imshow(caught, aspect="auto", interpolation="nearest", cmap=ListedColormap(colours), vmin=-0.5, vmax=3.5)
         axes[1].set(title="what the detector flagged", xlabel="column", ylabel="row")
         axes[1].legend(handles=[Patch(color=c, label=k) for k, c in zip(names, colours, strict=True)],
-                       loc="upper right", fontsize="small", framealpha=0.9)
+                       bbox_to_anchor=(1.01, 1), loc="upper left", fontsize="small", framealpha=0.9)  # outside the axes
     return fig
