@@ -17,6 +17,10 @@ against, and the scaffolding no lab should rewrite. `show(fn)` prints any functi
 
 __version__ = "0.2.0"
 
+# config first: it points torch's compile cache into the project's data/ (TORCHINDUCTOR_CACHE_DIR)
+# before any lablib module imports diffusers, whose import creates that cache folder (in /tmp
+# by default).
+from lablib.core import config as _config  # noqa: E402, F401
 from lablib.core.show import show, table  # noqa: E402
 
 __all__ = ["show", "table", "__version__"]

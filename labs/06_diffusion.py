@@ -58,11 +58,10 @@
 import inspect
 import statistics
 import time
+from importlib.metadata import version as installed
 
-import diffusers
 import torch
 import torch.nn.functional as F
-import transformers
 
 from lablib import table
 from lablib.core import cache, checks, config, env, results, viz
@@ -81,7 +80,7 @@ cfg = config.profile(
 device = config.device()
 config.seed_everything(0)
 print(env.line())
-print(f"diffusers {diffusers.__version__}, transformers {transformers.__version__}; "
+print(f"diffusers {installed('diffusers')}, transformers {installed('transformers')}; "
       f"torch threads {torch.get_num_threads()}, LAB_THREADS={config.threads()}")
 cfg
 

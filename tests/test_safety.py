@@ -173,3 +173,19 @@ def test_rounding_error_is_right():
     assert checks.check_value(torch.full((3,), 2.5) * off, torch.full((3,), 2.5), quiet=True).status == "correct"
     v = checks.check_function(lambda x: x.double().softmax(dim=1).float(), _softmax, _logits, quiet=True)
     assert v.status == "correct", v
+
+
+def test_importing_lablib_leaves_nothing_in_tmp(tmp_path):
+    """diffusers' import makes torch's compile cache folder, in /tmp unless TORCHINDUCTOR_CACHE_DIR
+    says otherwise: lablib sets it (under data/) before any of its modules imports diffusers."""
+    import os
+    import subprocess
+    import sys
+
+    tmp, root = tmp_path / "tmp", tmp_path / "project"
+    tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    env |= {"TMPDIR": str(tmp), "LAB_ROOT": str(root)}
+    code = "from lablib.methods import diffusion, stable_diffusion"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
+    assert list(tmp.iterdir()) == []
