@@ -27,7 +27,17 @@ from PIL import Image
 
 from lablib.core import bench, cache, checks, config, results, validate, viz
 from lablib.data import augment, datasets, tables
-from lablib.methods import amp, distill, fixmatch, imbalance, mixup, pruning, quality, quantize
+from lablib.methods import (
+    amp,
+    distill,
+    fixmatch,
+    imbalance,
+    mixup,
+    pruning,
+    quality,
+    quantize,
+    tuning,
+)
 
 # Reproducible in CI: the same examples every run, no example database written to the project.
 settings.register_profile("lablib", max_examples=60, deadline=None, derandomize=True, database=None,
@@ -387,3 +397,28 @@ def test_inject_faults_changes_only_the_cells_it_reports(rows, cols, missing, un
     assert np.array_equal(dirty[kind == 0], clean[kind == 0])
     assert np.isnan(dirty[kind == 1]).all() and (dirty[kind == 3] == -999).all()
     assert np.isin(np.round(dirty[kind == 2] / clean[kind == 2]), [10, 100, 1000]).all()
+
+
+@given(st.lists(st.one_of(st.floats(-1e6, 1e6), st.just(math.nan)), min_size=1, max_size=40), st.booleans())
+def test_best_so_far_is_monotone_and_made_of_seen_values(values, maximize):
+    best = tuning.best_so_far(values, maximize=maximize)
+    assert len(best) == len(values)
+    seen = [v for v in best if not math.isnan(v)]
+    assert seen == sorted(seen, reverse=not maximize)  # never gets worse
+    assert all(v in values for v in seen)
+    finite = [v for v in values if not math.isnan(v)]
+    if finite:
+        assert best[-1] == (max(finite) if maximize else min(finite))
+
+
+@given(st.integers(1, 4), st.integers(1, 3), st.integers(0, 2**16))
+def test_train_many_member_does_not_depend_on_its_neighbours(k, epochs, seed):
+    """Member 0 trained alone or beside k others ends identically (its own weights, batches, loss)."""
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(24, 5, generator=g), torch.randint(0, 3, (24,), generator=g)
+    lrs = [0.1] + torch.rand(k, generator=g).mul(3).tolist()
+    widths = [4] + torch.randint(1, 12, (k,), generator=g).tolist()
+    alone = tuning.train_many(x, y, {"t": (x, y)}, lr=0.1, hidden=4, seed=seed, epochs=epochs, batch_size=8)
+    crowd = tuning.train_many(x, y, {"t": (x, y)}, lr=lrs, hidden=widths, seed=[seed] + list(range(k)),
+                              epochs=epochs, batch_size=8)
+    torch.testing.assert_close(crowd["t_loss"][0], alone["t_loss"][0], atol=1e-5, rtol=1e-4)

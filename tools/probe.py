@@ -1818,11 +1818,63 @@ def methods_imbalance() -> list[Case]:
     return cases
 
 
+def methods_tuning() -> list[Case]:
+    m = "lablib.methods.tuning."
+    xy = {"x": V(lambda ctx: randn(20, 6)), "y": V(lambda ctx: torch.arange(20) % 3)}
+    cases = sweep(m + "train_many", {**xy, "lr": 0.1, "epochs": 1}, {
+        "x": [None, made("numpy", lambda: randn(20, 6).numpy()), made("(20,)", lambda: randn(20)),
+              made("int", lambda: torch.zeros(20, 6, dtype=torch.long)), made("(19, 6)", lambda: randn(19, 6))],
+        "y": [made("floats", lambda: torch.zeros(20)), made("with -1", lambda: torch.arange(20) % 3 - 1)],
+        "evals": [[1, 2], {"val": 3}, made("wrong features", lambda: {"val": (randn(5, 4), torch.zeros(5, dtype=torch.long))})],
+        "lr": [0, -0.1, NAN, INF, "0.1", [], [0.1, NAN]],
+        "momentum": [1.0, -0.1, [0.9, 0.9]],
+        "weight_decay": [-1e-4, NAN],
+        "hidden": [0, 2.5, [8, 8, 8]],
+        "seed": [-1, 1.5],
+        "optimizer": ["adam", None],
+        "batch_size": [0, 4.0],
+        "epochs": [0, -1, "3"],
+        "on_epoch": [3, made("returns too few", lambda: (lambda e, s: [True, False]))],
+        "record_steps": ["yes"],
+    })
+    rt = {**xy, "model": V(lambda ctx: torch.nn.Linear(6, 3)), "steps": 5}
+    cases += sweep(m + "lr_range_test", rt, {
+        "model": [None, "net"],
+        "x": [made("numpy", lambda: randn(20, 6).numpy()), made("empty", lambda: randn(0, 6))],
+        "lr_min": [0, -1e-5, NAN],
+        "lr_max": [1e-6, INF],
+        "steps": [0, 1, 2.5],
+        "batch_size": [0, "32"],
+        "momentum": [1.0, NAN],
+        "diverge": [1.0, 0, NAN],
+        "seed": [-1],
+    })
+    curve = {"lrs": V(lambda ctx: torch.logspace(-4, 0, 10)), "losses": V(lambda ctx: torch.linspace(2, 1, 10))}
+    cases += sweep(m + "suggest_lr", curve, {
+        "lrs": [None, made("negative", lambda: -torch.logspace(-4, 0, 10)), made("(5,)", lambda: torch.logspace(-4, 0, 5)),
+                made("with inf", lambda: torch.tensor([1e-3, INF] * 5))],
+        "losses": [made("all NaN", lambda: torch.full((10,), NAN)), made("(2,)", lambda: torch.ones(2))],
+        "rule": ["max", None],
+        "beta": [1.0, -0.1, NAN],
+    })
+    cases += sweep(m + "smooth", {"losses": V(lambda ctx: torch.ones(5))}, {"beta": [1.0, -1, "0.9"], "losses": ["abc"]})
+    cases += sweep(m + "init_weights", {"features": 4, "hidden": 3, "classes": 2, "seed": 0}, {
+        "features": [0, 2.5], "hidden": [-1], "classes": ["2"], "seed": [-1, NAN]})
+    cases += sweep(m + "best_so_far", {"values": [0.1, 0.2]}, {"maximize": ["yes", 1], "values": ["ab", 5]})
+    cases += sweep(m + "seeds_needed", {"differences": [0.0, 1.0, 2.0]}, {
+        "differences": [[1.0], [], [1.0, NAN], "12", None],
+        "alpha": [0.1, -1, "0.05"],
+        "power": [0.5, 1.0],
+    })
+    return cases
+
+
 CATALOGUE = (core_config, core_env, core_results, core_cache, core_checks, core_show, core_bench,
              core_viz, core_compat_validate, data_augment, data_datasets, nets_models, nets_train,
              methods_amp, methods_distill, methods_pruning, methods_quantize, methods_fixmatch,
              methods_diffusion, methods_stable_diffusion, deploy_onnx_export, data_augment_affine,
-             methods_mixup, methods_imbalance, data_tables, methods_quality, data_versioning)
+             methods_mixup, methods_imbalance, data_tables, methods_quality, data_versioning,
+             methods_tuning)
 
 
 def catalogue() -> list[Case]:
