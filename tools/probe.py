@@ -1821,15 +1821,15 @@ def methods_imbalance() -> list[Case]:
 def methods_tuning() -> list[Case]:
     m = "lablib.methods.tuning."
     xy = {"x": V(lambda ctx: randn(20, 6)), "y": V(lambda ctx: torch.arange(20) % 3)}
-    cases = sweep(m + "train_many", {**xy, "lr": 0.1, "epochs": 1}, {
+    cases = sweep(m + "train_many", {**xy, "lr": 0.1, "epochs": 2}, {
         "x": [None, made("numpy", lambda: randn(20, 6).numpy()), made("(20,)", lambda: randn(20)),
               made("int", lambda: torch.zeros(20, 6, dtype=torch.long)), made("(19, 6)", lambda: randn(19, 6))],
         "y": [made("floats", lambda: torch.zeros(20)), made("with -1", lambda: torch.arange(20) % 3 - 1)],
         "evals": [[1, 2], {"val": 3}, made("wrong features", lambda: {"val": (randn(5, 4), torch.zeros(5, dtype=torch.long))})],
         "lr": [0, -0.1, NAN, INF, "0.1", [], [0.1, NAN]],
-        "momentum": [1.0, -0.1, [0.9, 0.9]],
+        "momentum": [1.0, -0.1, [0.9, "0.9"]],
         "weight_decay": [-1e-4, NAN],
-        "hidden": [0, 2.5, [8, 8, 8]],
+        "hidden": [0, 2.5, [8, 0]],
         "seed": [-1, 1.5],
         "optimizer": ["adam", None],
         "batch_size": [0, 4.0],

@@ -42,6 +42,16 @@ def _xy(name: str, x, y, flatten: bool = True) -> tuple[torch.Tensor, torch.Tens
     return (x.reshape(len(x), -1) if flatten else x), y
 
 
+def _numbers(name: str, values) -> torch.Tensor:
+    """A 1-d float64 tensor of `values` (a list, array or tensor of numbers), or a clear error."""
+    if isinstance(values, (str, bytes)) or values is None or not hasattr(values, "__len__"):
+        raise TypeError(f"{name} must be a list or tensor of numbers, got {type(values).__name__}")
+    try:
+        return torch.as_tensor(values, dtype=torch.float64).flatten()
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must hold numbers only") from None
+
+
 # --- the learning-rate range test ---------------------------------------------------------------
 
 def lr_range_test(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr_min: float = 1e-5, lr_max: float = 10.0,
@@ -55,7 +65,7 @@ def lr_range_test(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr_min: fl
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     x, y = _xy("x, y", x, y, flatten=False)
     lr_min = real("lr_min", lr_min, 0, math.inf, low_open=True)
-    lr_max = real("lr_max", lr_max, lr_min, math.inf, low_open=True)
+    lr_max = real("lr_max", lr_max, lr_min, math.inf, low_open=True, high_open=True)
     steps, batch_size = positive_int("steps", steps), positive_int("batch_size", batch_size)
     momentum = real("momentum", momentum, 0.0, 1.0, high_open=True)
     diverge = real("diverge", diverge, 1.0, math.inf, low_open=True)
@@ -88,8 +98,7 @@ def lr_range_test(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr_min: fl
 
 
 def _curve(lrs, losses) -> tuple[torch.Tensor, torch.Tensor]:
-    lrs = torch.as_tensor(lrs, dtype=torch.float64).flatten()
-    losses = torch.as_tensor(losses, dtype=torch.float64).flatten()
+    lrs, losses = _numbers("lrs", lrs), _numbers("losses", losses)
     if len(lrs) != len(losses) or len(lrs) < 3:
         raise ValueError(f"lrs and losses must have the same length >= 3, got {len(lrs)} and {len(losses)}")
     if not bool((lrs > 0).all()) or not bool(torch.isfinite(lrs).all()):
@@ -101,7 +110,7 @@ def smooth(losses, beta: float = 0.9) -> torch.Tensor:
     """Exponential moving average with the start-up bias removed (Adam's correction), so the first
     values are not pulled towards 0. Non-finite losses stay non-finite."""
     beta = real("beta", beta, 0.0, 1.0, high_open=True)
-    losses = torch.as_tensor(losses, dtype=torch.float64).flatten()
+    losses = _numbers("losses", losses)
     out, avg = torch.empty_like(losses), 0.0
     for i, v in enumerate(losses.tolist()):
         avg = beta * avg + (1 - beta) * v
@@ -199,10 +208,12 @@ def _train_many(x, y, evals, *, lr, momentum, weight_decay, hidden, seed, optimi
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     batch_size, epochs = positive_int("batch_size", batch_size), positive_int("epochs", epochs)
+    if not isinstance(record_steps, bool):
+        raise TypeError(f"record_steps must be True or False, got {record_steps!r}")
     if on_epoch is not None and not callable(on_epoch):
         raise TypeError(f"on_epoch must be a function (epoch, scores) -> keep or None, got {type(on_epoch).__name__}")
     k = _members(lr, momentum, weight_decay, hidden, seed)
-    lrs = [real("lr", v, 0, math.inf, low_open=True) for v in _per_member("lr", lr, k)]
+    lrs = [real("lr", v, 0, math.inf, low_open=True, high_open=True) for v in _per_member("lr", lr, k)]
     mus = [real("momentum", v, 0.0, 1.0, high_open=True) for v in _per_member("momentum", momentum, k)]
     wds = [real("weight_decay", v, 0.0, math.inf) for v in _per_member("weight_decay", weight_decay, k)]
     widths = [positive_int("hidden", v) for v in _per_member("hidden", hidden, k)]
@@ -313,8 +324,7 @@ def best_so_far(values, maximize: bool = True) -> list[float]:
     if not isinstance(maximize, bool):
         raise TypeError(f"maximize must be True or False, got {maximize!r}")
     out, best = [], math.nan
-    for v in values:
-        v = float(v)
+    for v in _numbers("values", values).tolist():
         if not math.isnan(v) and (math.isnan(best) or (v > best if maximize else v < best)):
             best = v
         out.append(best)
@@ -331,7 +341,7 @@ def seeds_needed(differences, alpha: float = 0.05, power: float = 0.8) -> float:
     inf when the mean difference is 0."""
     if alpha not in _Z or power not in _Z_POWER:
         raise ValueError(f"alpha must be one of {sorted(_Z)} and power one of {sorted(_Z_POWER)}, got {alpha}, {power}")
-    d = torch.as_tensor(differences, dtype=torch.float64).flatten()
+    d = _numbers("differences", differences)
     if len(d) < 2 or not bool(torch.isfinite(d).all()):
         raise ValueError(f"differences must hold >= 2 finite values, got {len(d)}")
     mean, sd = float(d.mean()), float(d.std())
