@@ -15,6 +15,7 @@ import json
 import math
 import os
 import signal
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from lablib.methods import (
     fixmatch,
     imbalance,
     mixup,
+    monitoring,
     pruning,
     quality,
     quantize,
@@ -422,3 +424,22 @@ def test_train_many_member_does_not_depend_on_its_neighbours(k, epochs, seed):
     crowd = tuning.train_many(x, y, {"t": (x, y)}, lr=lrs, hidden=widths, seed=[seed] + list(range(k)),
                               epochs=epochs, batch_size=8)
     torch.testing.assert_close(crowd["t_loss"][0], alone["t_loss"][0], atol=1e-5, rtol=1e-4)
+
+
+@given(st.lists(st.floats(1e-3, 1e3), min_size=1, max_size=40), st.floats(1, 50), st.integers(1, 10), st.integers(-10, 10))
+def test_first_explosion_is_the_first_norm_over_factor_times_the_median_and_scale_free(norms, factor, window, k):
+    got = monitoring.first_explosion(norms, factor, window)
+    fires = [i for i in range(window, len(norms)) if norms[i] > factor * statistics.median(norms[i - window:i])]
+    assert got == (fires[0] if fires else None)
+    assert monitoring.first_explosion([2.0**k * n for n in norms], factor, window) == got  # units do not matter
+
+
+@given(st.lists(st.floats(0, 10), max_size=40), st.integers(1, 8))
+def test_early_stopping_restores_the_first_minimum_and_stops_patience_after_it(losses, patience):
+    best, stop = monitoring.early_stopping(losses, patience)
+    if not losses:
+        assert (best, stop) == (None, None)
+        return
+    seen = losses if stop is None else losses[: stop + 1]
+    assert best == seen.index(min(seen))
+    assert (len(losses) - 1 - best < patience) if stop is None else (stop - best == patience)

@@ -1869,12 +1869,57 @@ def methods_tuning() -> list[Case]:
     return cases
 
 
+# --- lablib.methods.monitoring (lab 12) -----------------------------------------------------------
+
+
+def methods_monitoring() -> list[Case]:
+    m = "lablib.methods.monitoring."
+    cases = []
+    for fn in ("grad_norms", "total_grad_norm", "snapshot"):
+        cases += sweep(m + fn, {"model": V(lambda ctx: mlp())}, {
+            "model": [None, "mlp", made("a state dict", lambda: mlp().state_dict())]})
+    snap = {"before": V(lambda ctx: {"w": rand(3, 3)}), "after": V(lambda ctx: {"w": rand(3, 3, seed=1)})}
+    cases += sweep(m + "update_ratios", snap, {
+        "before": [None, made("a list", lambda: [rand(3, 3)]), made("other names", lambda: {"v": rand(3, 3)}),
+                   made("a float", lambda: {"w": 1.0})],
+        "after": [made("(2, 3)", lambda: {"w": rand(2, 3)}), made("a str", lambda: {"w": "x"})],
+        "eps": [-1.0, NAN, INF, "0"],
+    })
+    cases += sweep(m + "first_nonfinite", {"losses": [1.0, 0.5]}, {
+        "losses": [None, "1,2", [1.0, "2"], [True, 1.0], made("2-d tensor entry", lambda: [rand(2)])]})
+    cases += sweep(m + "first_explosion", {"norms": [1.0] * 5, "factor": 10.0, "window": 3}, {
+        "norms": [None, [1.0, NAN], [1.0, INF], {"a": 1.0}],
+        "factor": [0.5, NAN, INF, "10"], "window": [0, 2.5, True], "limit": [0, -1.0, NAN]})
+    cases += sweep(m + "first_stall", {"losses": [1.0] * 6, "window": 2, "min_improvement": 0.01}, {
+        "losses": [None, [1.0, NAN]], "window": [0, "2"], "min_improvement": [-0.1, 1.0, NAN]})
+    cases += sweep(m + "first_gap", {"train": [1.0, 1.0], "val": [0.5, 0.5], "max_gap": 0.1, "patience": 1}, {
+        "train": [[1.0], None], "val": [[0.5, "x"]], "max_gap": [-0.1, NAN], "patience": [0, 1.5]})
+    cases += sweep(m + "early_stopping", {"val_losses": [1.0, 0.5, 0.7], "patience": 1}, {
+        "val_losses": [None, "1.0", [1.0, NAN]], "patience": [0, -1, 2.5], "min_delta": [-0.1, INF]})
+    cases += sweep(m + "Alarms", {}, {
+        "factor": [0.5, "10"], "window": [0], "limit": [0, NAN], "stall_window": [0],
+        "min_improvement": [1.0], "max_gap": [NAN, -1], "patience": [0]})
+    cases += sweep(m + "gpu_utilisation", {"index": 0}, {"index": [-1, "0", 1.5, True]})
+    cases += sweep(m + "system_metrics", {"device": "cpu"}, {"device": ["gpu0", 3]})
+    cases += sweep(m + "read_scalars", {"logdir": V(lambda ctx: ctx.dir)}, {
+        "logdir": [None, "", at("<missing>", lambda ctx: ctx.dir / "missing"),
+                   at("<a file>", lambda ctx: write_file(ctx, "events.out.tfevents.1", b"not an event")),
+                   at("<no event file>", lambda ctx: ctx.dir),
+                   at("<corrupt event file>", lambda ctx: write_file(ctx, "run/events.out.tfevents.1.host", b"garbage").parent)]})
+    served = {"logdir": V(lambda ctx: ctx.dir), "tmpdir": V(lambda ctx: ctx.root / "data" / "tb-tmp"), "timeout": 5.0}
+    cases += sweep(m + "served_tags", served, {
+        "logdir": [None, at("<missing>", lambda ctx: ctx.dir / "missing")],
+        "tmpdir": [None, at("<a file>", lambda ctx: write_file(ctx, "tmpfile", b""))],
+        "timeout": [0, -1.0, NAN, "5"]})
+    return cases
+
+
 CATALOGUE = (core_config, core_env, core_results, core_cache, core_checks, core_show, core_bench,
              core_viz, core_compat_validate, data_augment, data_datasets, nets_models, nets_train,
              methods_amp, methods_distill, methods_pruning, methods_quantize, methods_fixmatch,
              methods_diffusion, methods_stable_diffusion, deploy_onnx_export, data_augment_affine,
              methods_mixup, methods_imbalance, data_tables, methods_quality, data_versioning,
-             methods_tuning)
+             methods_tuning, methods_monitoring)
 
 
 def catalogue() -> list[Case]:
