@@ -15,8 +15,8 @@
 # # Lab 11 — The training loop's knobs: learning rate, batch size, and searching for them
 #
 # **Sources.** 《AI应用技术全景:从模型到工程的完整链条》 ("The AI application landscape: the whole
-# chain from model to engineering"), section 1, gives a PyTorch training loop (`SimpleNN`, one
-# `nn.Linear(784, 10)`, SGD at `lr=0.01`, 10 epochs) and says:
+# chain from model to engineering"), section 2.1 "模型训练" (model training), gives a PyTorch training
+# loop (`SimpleNN`, one `nn.Linear(784, 10)`, SGD at `lr=0.01`, 10 epochs) and says:
 #
 # > 学习率过大可能导致震荡,过小则收敛缓慢;批次大小影响梯度估计的准确性,需根据硬件资源权衡。
 #
@@ -90,7 +90,7 @@ cfg = config.profile(
     cpu=dict(article_epochs=10, lr_epochs=10, sweep_epochs=10, sweep_seeds=2, batch_sizes=(8, 16, 32, 64, 128, 256),
              range_steps=200, noise_seeds=20, epochs=10, trials=20, search_seeds=10, startup=5),
     gpu=dict(article_epochs=10, lr_epochs=10, sweep_epochs=10, sweep_seeds=3, batch_sizes=(8, 16, 32, 64, 128, 256),
-             range_steps=200, noise_seeds=40, epochs=10, trials=30, search_seeds=20, startup=5),
+             range_steps=200, noise_seeds=40, epochs=10, trials=20, search_seeds=20, startup=5),
 )
 torch.set_num_threads(1)  # every model here is tiny: a second thread costs more than it saves (see section 4)
 config.seed_everything(0)
@@ -193,8 +193,9 @@ table([{"epoch": i + 1, "val acc %": 100 * a} for i, a in enumerate(article_acc)
 # %% [markdown]
 # ## 2. Too large, too small
 #
-# The same loop at six learning rates, a decade apart. The plot shows every step's training loss
-# (log scale); the table, how each run ended.
+# The same loop at six learning rates, a decade apart. The table shows how each run ended; the
+# left plot, each epoch's mean training loss (log scale); the right plot, every batch's loss
+# during the last epoch for the three largest rates.
 
 # %%
 lr_grid = [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]
@@ -214,6 +215,7 @@ for lr, (losses, acc) in lr_runs.items():
 table(lr_rows, title=f"The fixed loop after {cfg.lr_epochs} epochs")
 
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+plt.close(fig)  # shown once, as the cell's value
 for lr, (losses, _) in lr_runs.items():
     per_epoch = [statistics.mean(losses[i:i + steps_per_epoch]) for i in range(0, len(losses), steps_per_epoch)]
     ax1.plot(range(1, len(per_epoch) + 1), per_epoch, marker="o", ms=3, label=f"lr={lr:g}")
@@ -221,7 +223,7 @@ for lr in lr_grid[-3:]:
     ax2.plot(last_epoch(lr_runs[lr][0]), lw=1, label=f"lr={lr:g}")
 ax1.set(yscale="log", xlabel="epoch", ylabel="training loss (epoch mean)", title="Too small: slow. Right: fast.")
 ax2.set(xlabel="step of the last epoch", ylabel="training loss (one batch)",
-        title="Too large: every batch flips the model")
+        title="Too large: the loss jumps from batch to batch")
 ax1.legend(ncol=2, fontsize=8)
 ax2.legend(fontsize=8)
 fig.tight_layout()
@@ -244,14 +246,15 @@ results.claim("too large a learning rate oscillates (loss sd vs the best rate's)
 # Why the large rates do not give NaN here: the model is linear, and the cross-entropy's gradient
 # is bounded by the pixels (0…1), so each step moves the weights by at most a bounded amount. The
 # logits grow until the softmax saturates, and then each batch that disagrees flips them: the
-# loss jumps between near 0 and very large values. That is the article's 震荡 (oscillation). A
+# loss jumps between near 0 and large values. That is the article's 震荡 (oscillation). A
 # deeper network multiplies the effect layer by layer and usually ends in NaN (lab 12 catches it).
 #
-# Six runs found one good decade. A **learning-rate range test** (Smith, 2017) finds it with one
-# short run: start tiny, multiply the rate a little at every step, record the loss, and stop when
-# the loss blows up. The loss first stays flat (the rate is too small to matter), then falls
-# (useful rates), then rises (too large). Two common readings of the curve: the rate where the
-# smoothed loss **falls fastest**, or a **tenth of the rate at its minimum**.
+# Six full runs a decade apart place a good rate only to within a decade. A **learning-rate range
+# test** (Smith, 2017) looks for it with one short run: start tiny, multiply the rate a little at
+# every step, record the loss, and stop when the loss blows up. The loss first stays flat (the
+# rate is too small to matter), then falls (useful rates), then rises (too large). Two common
+# readings of the curve: the rate where the smoothed loss **falls fastest**, or a **tenth of the
+# rate at its minimum**.
 #
 # ## 3. The learning-rate range test, written here
 #
@@ -316,6 +319,7 @@ lrs, losses = lr_range_test(mlp(), x_train, y_train, steps=cfg.range_steps, batc
 steepest = tuning.suggest_lr(lrs, losses, rule="steepest")
 tenth = tuning.suggest_lr(lrs, losses, rule="min/10")
 fig, ax = plt.subplots(figsize=(7, 3.6))
+plt.close(fig)
 ax.plot(lrs, losses, lw=0.6, alpha=0.5, label="loss (one batch)")
 ax.plot(lrs, tuning.smooth(losses), lw=2, label="smoothed")
 for value, name, color in ((steepest, "steepest", "C2"), (tenth, "min/10", "C3")):
@@ -335,7 +339,7 @@ fig
 # examples, so its gradient is less noisy; but for the same number of epochs it takes fewer
 # steps. For plain SGD, Goyal et al. (2017) give the **linear scaling rule**: multiply the batch
 # by k, multiply the learning rate by k. Adam-style optimizers divide each step by a running
-# gradient scale, so their best rate should move much less.
+# gradient scale, so their best rate is expected to move less.
 #
 # Every (batch size, learning rate) pair below trains for the same epochs, over
 # `cfg.sweep_seeds` seeds. To keep that affordable on a CPU, `tuning.train_many` trains all the
@@ -345,8 +349,8 @@ fig
 # overhead, so one batched step for 20 models costs little more than one step for one. For the
 # same reason the setup cell runs torch on one thread: splitting a 64×64 matrix product between
 # two threads costs more in hand-offs than it saves, and when another program keeps a core busy,
-# a thread waiting for it stalls every step (we measured 50× slower steps on a loaded 2-core
-# machine).
+# a thread waiting for it stalls every step (on a loaded 2-core machine, steps can become many
+# times slower).
 
 # %%
 sweep_lrs = [10 ** (e / 2) for e in range(-8, 2)]  # 1e-4 … 3.16, half a decade apart
@@ -388,10 +392,16 @@ for batch in cfg.batch_sizes:
                 f"{name} at batch {middle}'s lr %": 100 * kept}
     row |= {"range test lr": suggested[batch], "range test %": 100 * at_suggestion[batch]}
     sweep_rows.append(row)
-table(sweep_rows, title=f"Per batch size: the best learning rate, and what the batch-{middle} rate and the range "
-                        f"test give ({cfg.sweep_epochs} epochs, mean of {cfg.sweep_seeds} seeds)")
+table(sweep_rows, columns=["batch", "sgd best lr", "sgd best %", f"sgd at batch {middle}'s lr %", "range test lr",
+                           "range test %"],
+      title=f"SGD (momentum 0.9), per batch size: the best learning rate, and what batch {middle}'s best rate\n"
+            f"and the range test's rate give (val acc after {cfg.sweep_epochs} epochs, mean of {cfg.sweep_seeds} seeds)")
+print()
+table(sweep_rows, columns=["batch", "adamw best lr", "adamw best %", f"adamw at batch {middle}'s lr %"],
+      title=f"AdamW (weight decay 0.01), per batch size: the best learning rate, and what batch {middle}'s best rate gives")
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+plt.close(fig)
 for ax, name in zip(axes, optimizers, strict=True):
     grid = torch.stack([sweep[name, b] for b in cfg.batch_sizes]).T * 100  # lr x batch
     im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis", vmin=10, vmax=100)
@@ -404,7 +414,7 @@ for ax, name in zip(axes, optimizers, strict=True):
                 label="range test")
     ax.legend(fontsize=8, loc="upper left")
 axes[0].set_ylabel("learning rate")
-fig.colorbar(im, ax=axes, shrink=0.8)
+fig.colorbar(im, ax=axes, shrink=0.8, label="val acc %")
 fig
 
 # %%
@@ -427,22 +437,24 @@ results.claim(f"the range test's rate is near the sweep's best (batch {near[0]}�
               holds=range_gap <= 3, condition="<= 3 points below on average")
 
 # %% [markdown]
-# Read the two panels with the table. The white line is the best learning rate per batch size.
-# The linear rule predicts that SGD's best rate grows as fast as the batch (a 32x batch, a 32x
-# rate: three grid rows); for Adam, a square-root rule is often quoted (Malladi et al., 2022:
-# √32 ≈ 5.7x, one and a half rows). On a grid this coarse, with a few seeds, compare the
-# factor printed above with both, and look at the bright band's *width* too: the columns
-# "at batch 64's lr" say what it costs to change the batch and keep the rate, which is what
-# people do by accident. The band that is wider is the optimizer that forgives it.
+# Read the two panels with the tables. The white line is the best learning rate per batch size.
+# The linear rule predicts that SGD's best rate grows as fast as the batch (from batch 8 to 256,
+# a 32x batch: a 32x rate, three grid rows); for Adam, a square-root rule is often quoted
+# (Malladi et al., 2022: √32 ≈ 5.7x, one and a half rows). On a grid this coarse, with a few
+# seeds, compare the factor printed above with both, and look at the bright band's *width* too:
+# the columns "at batch 64's lr" say what it costs to change the batch and keep the rate, which
+# is what people do by accident. The band that is wider is the optimizer that forgives it.
 #
 # Where does the red range-test line follow the white one, and where does it drift off? The range
-# test reads a rate off the first few dozen steps, while the sweep scores the end of training:
-# at small batches the steps are noisy and the test is jumpy; at large batches there are few
-# steps per epoch, and the best rate for a short run is not the best for ten epochs.
+# test reads a rate off its first steps, while the sweep scores the end of ten epochs. At small
+# batches, ten epochs are many noisy steps, and a lower rate averages the noise out; at large
+# batches there are few steps per epoch, and so short a run wants a higher rate. A short test sees
+# neither effect: where the red line stays flat while the white one moves, this is why.
 #
 # A practical rule that follows: when you change the batch size with SGD, move the learning rate
-# with it (and warm it up for large batches); with AdamW, retune it too, but a rate that was good
-# at one batch size stays usable over a wider range.
+# with it (and warm it up for large batches). With AdamW, retune it too; if its "at batch 64's lr"
+# column loses less than SGD's (the second verdict above), a rate that was good at one batch size
+# stays usable over a wider range.
 #
 # ## 5. Searching: the noise floor first
 #
@@ -474,7 +486,8 @@ print(f"{reference_config}: val acc {noise_val.mean():.2f} % ± {noise_floor:.2f
 # Five strategies, the same budget of `cfg.trials` trials each:
 #
 # * **grid:** 5 learning rates × momentum {0, 0.9} × width {16, 128} = 20 points, weight decay
-#   fixed (a grid cannot afford a fourth axis at this budget), in a random order;
+#   fixed (a grid cannot afford a fourth axis at this budget), in a random order (give a
+#   search more trials than that and the trials after the 20th are drawn at random);
 # * **random:** Optuna's `RandomSampler` over the whole space;
 # * **TPE:** Optuna's default Bayesian sampler (a Tree-structured Parzen Estimator). Note that its
 #   first `n_startup_trials` trials (10 by default; `cfg.startup` here) are random: with a small
@@ -627,7 +640,7 @@ table(paired, title=f"Paired against random search over {cfg.search_seeds} seeds
 
 # %% [markdown]
 # "Seeds needed" is how many paired seeds a test at the 5 % level would need to detect the
-# measured mean difference 80 % of the time, given its measured spread (exercise 2 derives it). A
+# measured mean difference 80 % of the time, given its measured spread (exercise 2 writes it). A
 # strategy "not told apart" from random with a large number there is, on this problem, no better
 # or worse in any way that this budget can show.
 #
@@ -662,9 +675,13 @@ table([{"parameter": k, "importance": v} for k, v in importances.items()],
       title=f"fANOVA importance over {len(pooled.trials)} random trials")
 axes = optuna_plots.plot_slice(pooled, params=list(SPACE))
 fig = axes[0].figure
+plt.close(fig)
 fig.set_size_inches(12, 3.2)
 for ax in axes:
     ax.xaxis.set_minor_formatter(plt.NullFormatter())  # log axes: major ticks only
+    if ax.get_xlabel() == "hidden":  # 16…128 holds a single major tick: label the widths
+        ax.set_xticks([16, 32, 64, 128], ["16", "32", "64", "128"])
+axes[0].set_ylabel("val accuracy (objective)")
 fig
 
 # %% [markdown]
@@ -714,8 +731,9 @@ checks.check_function(my_suggest_lr, reference=lambda lrs, losses: tuning.sugges
 # checks.show_solution("my_suggest_lr")
 
 # %% [markdown]
-# Then use it: in section 3 replace `rule="steepest"` by your function, rerun sections 3–4, and
-# compare the two readings' gaps to the sweep's best at each batch size.
+# Then use it: in the first cell of section 4, replace
+# `tuning.suggest_lr(lrs_b, losses_b, rule="steepest")` by `my_suggest_lr(lrs_b, losses_b)`, rerun
+# section 4, and compare the two readings' gaps to the sweep's best at each batch size.
 #
 # **Exercise 2.** How many seeds does a comparison need? For paired differences d₁…dₙ with mean
 # m and standard deviation s, a two-sided test at level α = 5 % detects m with probability
@@ -725,7 +743,8 @@ checks.check_function(my_suggest_lr, reference=lambda lrs, losses: tuning.sugges
 #
 # <details><summary>Hint</summary>
 #
-# `m, s = d.mean(), d.std()` (the sample sd, n − 1), then `math.ceil(((1.959964 + 0.841621) * s / abs(m)) ** 2)`.
+# `d = torch.as_tensor(differences, dtype=torch.float64)`; `m, s = d.mean().item(), d.std().item()`
+# (`std` is the sample sd, n − 1); then `float(math.ceil(((1.959964 + 0.841621) * s / abs(m)) ** 2))`.
 # </details>
 
 # %%
@@ -746,12 +765,14 @@ checks.check_function(my_seeds_needed, reference=tuning.seeds_needed, make_input
 
 # %% [markdown]
 # **Exercise 3 (open).** (a) In section 6, give TPE its default 10 random start-up trials
-# (`cfg["startup"] = 10`) and rerun: how many of the 20 trials are then Bayesian, and does the
-# TPE row move beyond the noise? (b) Make the grid smarter with what sections 2–4 taught (which
-# learning rates, which momentum?), rerun, and explain why this is not a fair comparison any
-# more. (c) Halve `cfg.epochs`: do the strategies' ranks change? (d) The chosen configurations
-# score lower on test than on validation in the table. Why, and by how much would you expect the
-# gap to grow with more trials?
+# (`cfg["startup"] = 10`, which also delays the median pruner) and rerun section 6: how many of
+# the 20 trials are then Bayesian, and does the TPE row move beyond the noise? (b) Make the grid
+# smarter with what sections 2–4 taught (which learning rates, which momentum?), rerun, and
+# explain why this is not a fair comparison any more. (c) Halve `cfg.epochs` (`cfg["epochs"] = 5`,
+# then rerun sections 5–6): do the strategies' ranks change? (d) Compare the "best val %" and
+# "test of chosen %" columns of the table in section 6. If the chosen configurations score lower
+# on test than on validation, why, and by how much would you expect the gap to grow with more
+# trials?
 #
 # ## Record
 #
@@ -776,8 +797,9 @@ results.record(metrics, notes=f"Digits (897 train / 450 val / 450 test), one-hid
 # %% [markdown]
 # ## Going further
 #
-# * **GPU scale.** `LAB_SCALE=gpu` runs 30 trials per search over 20 seeds and a 40-seed noise
-#   floor; the conclusions about noise should sharpen, not flip.
+# * **GPU scale.** `LAB_SCALE=gpu` runs the same 20 trials per search over 20 seeds (the budget
+#   stays the grid's size; the seeds double) and a 40-seed noise floor, and 3 seeds per cell of
+#   the batch-size sweep: the intervals shrink by about √2.
 # * **Schedules.** A range test's rate is a peak, not a constant: the one-cycle schedule (Smith &
 #   Topin, 2019; `torch.optim.lr_scheduler.OneCycleLR`) warms up to it and anneals down.
 # * **Real searches.** Optuna's `study.optimize(objective, n_trials=…, n_jobs=…)` with an RDB
