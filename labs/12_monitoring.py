@@ -15,8 +15,8 @@
 # # Lab 12 — Watching training with TensorBoard, and fixing overfitting
 #
 # **Source:** 《AI探索者的技术实践:从兴趣驱动到系统化学习》 ("An AI explorer's technical practice:
-# from curiosity to systematic learning"), section 3 "性能调优方法论" (a method for performance
-# tuning):
+# from curiosity to systematic learning"), section 三 "模型训练实战" (model training in practice),
+# part 3 "性能调优方法论" (a method for performance tuning):
 #
 # > 建立动态监控体系是关键: 训练阶段:实时监控GPU利用率、内存占用、梯度范数等10+核心指标
 #
@@ -29,14 +29,14 @@
 #
 # And from 《AI创业公司如何应对技术瓶颈?》 ("How AI start-ups deal with technical bottlenecks"):
 #
-# > **过拟合**:模型在训练集上表现优异但在测试集上表现不佳的现象,需要采取正则化等方法避免。
+# > **过拟合**：模型在训练集上表现优异但在测试集上表现不佳的现象，需要采取正则化等方法避免。
 #
 # > "**Overfitting**: a model that does very well on the training set and badly on the test set;
 # > it is avoided by regularisation and similar methods."
 #
-# Its answer to "how do I improve generalisation?" (section 9.1): "正则化:通过L2正则化、Dropout等方法,
+# Its answer to "how do I improve generalisation?" (section 9.1): "正则化：通过L2正则化、Dropout等方法，
 # 避免过拟合" (regularisation: avoid overfitting with L2 regularisation, Dropout and the like), and
-# data augmentation, whose benefit it lists as "减少过拟合风险,提升模型鲁棒性" (less risk of
+# data augmentation, whose benefit it lists as "减少过拟合风险，提升模型鲁棒性" (less risk of
 # overfitting, a more robust model). No figure is given.
 #
 # **What you will measure**, on real 8×8 handwritten digits with a small MLP:
@@ -75,6 +75,7 @@
 # %%
 import copy
 import math
+import os
 import shutil
 import statistics
 import time
@@ -151,7 +152,7 @@ blind = make_model()
 history = train.fit(blind, datasets.loader(small_train_set(0, cfg.noise), cfg.batch_size, shuffle=True),
                     steps=cfg.steps, lr=cfg.lr, progress=False)
 test_loader = datasets.loader(splits.test, batch_size=512)
-print("training loss, every tenth of the run:", " ".join(f"{v:.2f}" for v in history["train_loss"]))
+print("mean training loss over each tenth of the run:", " ".join(f"{v:.2f}" for v in history["train_loss"]))
 print(f"test accuracy at the end: {train.evaluate(blind, test_loader)['acc']:.3f}")
 
 # %% [markdown]
@@ -221,9 +222,9 @@ checks.agrees(update_ratios, reference=monitoring.update_ratios, make_inputs=two
 #
 # The loop below is plain PyTorch with the monitor in it. At every step it times the data
 # (fetching and preparing the batch) apart from the computation (forward, backward, update),
-# computes the two per-layer signals, and sends the alarms of section 5 the loss and the total
-# gradient norm. Every `eval_every` steps it scores the model on its training images and on the
-# validation split. With a `writer` it logs everything to **TensorBoard**
+# computes the two per-layer signals, and passes the loss and the total gradient norm to the
+# alarms of section 5. Every `eval_every` steps it scores the model on its training images and
+# on the validation split. With a `writer` it logs everything to **TensorBoard**
 # (`torch.utils.tensorboard.SummaryWriter`), under tags grouped by `/`:
 #
 # | tag | what | the article's words |
@@ -234,7 +235,7 @@ checks.agrees(update_ratios, reference=monitoring.update_ratios, make_inputs=two
 # | `lr` | the learning rate | — |
 # | `throughput/samples_per_s` | images per second | — |
 # | `time/data_ms`, `time/compute_ms` | where a step's time goes | — |
-# | `memory/rss_mb` (+ `gpu/max_allocated_mb`) | process memory (and torch's GPU peak) | 内存占用 |
+# | `memory/rss_mib` (+ `gpu/max_allocated_mib`) | process memory (and torch's GPU peak) | 内存占用 |
 # | `cpu/process_percent`, `cpu/system_percent` (+ `gpu/util_percent`) | CPU (and GPU) use | GPU利用率 |
 #
 # Throughput and the time split are measured around this process's own work, so on a machine
@@ -326,7 +327,7 @@ def alarms_for_this_lab():
 
 
 # %% [markdown]
-# **The healthy run.** All 1,257 clean training digits, Adam at `cfg.lr`, logged to
+# **The healthy run.** All 1,259 clean training digits, Adam at `cfg.lr`, logged to
 # `data/tensorboard/monitoring/healthy`, with every alarm on. GPU utilisation comes from NVML
 # (the `nvidia-ml-py` package) where a GPU is present; the line below says why it is skipped
 # otherwise.
@@ -360,9 +361,12 @@ table([{"tag": tag, "points": len(steps), "first": values[0], "last": values[-1]
       title=f"{len(logged)} scalar tags in {LOGDIR.relative_to(config.project_root()) / 'healthy'}")
 
 # %%
-groups = OrderedDict()
+groups = OrderedDict()  # one panel per tag group; the two GPU tags (MiB and %) get one each
 for tag in logged:
-    groups.setdefault(tag.split("/")[0], []).append(tag)
+    groups.setdefault(tag if tag.startswith("gpu/") else tag.split("/")[0], []).append(tag)
+units = {"loss": "cross-entropy", "grad_norm": "‖∇W‖₂ (log scale)", "update_ratio": "‖ΔW‖ / ‖W‖ (log scale)",
+         "lr": "learning rate", "throughput": "images / s", "time": "ms per step", "acc": "accuracy",
+         "memory": "MiB", "cpu": "%", "gpu/max_allocated_mib": "MiB", "gpu/util_percent": "%"}
 fig, axes = plt.subplots(math.ceil(len(groups) / 4), 4, figsize=(16, 3 * math.ceil(len(groups) / 4)), layout="constrained")
 plt.close(fig)
 for ax, (group, tags) in zip(axes.flat, groups.items(), strict=False):
@@ -371,7 +375,9 @@ for ax, (group, tags) in zip(axes.flat, groups.items(), strict=False):
         ax.plot(steps, values, label=tag.split("/", 1)[-1] if "/" in tag else tag, lw=1)
     if group in ("grad_norm", "update_ratio"):
         ax.set_yscale("log")
-    ax.set(title=group, xlabel="step")
+    else:  # from 0, so a flat line looks flat (not a 1 MiB wobble zoomed to fill the panel)
+        ax.set_ylim(0, 1.1 * max(max(logged[tag][1]) for tag in tags) or 1)
+    ax.set(title=group, xlabel="step", ylabel=units.get(group, ""))
     ax.legend(fontsize="x-small")
     ax.grid(alpha=0.3)
 for ax in list(axes.flat)[len(groups):]:
@@ -391,13 +397,16 @@ results.claim("scalar metrics logged to TensorBoard and read back", n_metrics, h
 
 # %% [markdown]
 # **Reading it.** In a healthy run the losses fall and the accuracies rise together, and the
-# two accuracies stay close (no alarm fired above). Look at the gradient norms over time: a
-# spike, or a steady climb, is what section 5's explosion alarm watches for. The update/weight
-# ratios printed above are Adam's: it moves each weight by about the learning rate whatever the
-# gradient's size, so the ratio is roughly `lr / typical weight`, and it falls as the weights
-# grow. The data share printed above is this tiny MLP's (the `DataLoader` collates 32 images
-# one by one, the model is fast); on a real model and data set the same two lines tell you
-# whether the GPU waits for its data.
+# two accuracies stay close (that is what the gap alarm watches; the run's line above counts the
+# alarms raised). Look at the gradient norms over time: a spike, or a steady climb, is what
+# section 5's explosion alarm watches for. The update/weight ratios printed above are Adam's: it
+# moves each weight by at most about the learning rate whatever the gradient's size (less when
+# the gradient's sign keeps changing from step to step), so the ratio stays below about
+# `lr / typical weight`, and it falls as training settles. The data share printed above is this
+# tiny MLP's (the `DataLoader` collates 32 images one by one, the model is fast); on a real
+# model and data set the same two lines tell you whether the GPU waits for its data. In the
+# `cpu` panel, `process_percent` counts one busy core as 100 % (so it can pass 100), while
+# `system_percent` is the whole machine's (100 % = every core busy, this run and anything else).
 #
 # ## 4. Opening TensorBoard from JupyterLab
 #
@@ -408,11 +417,12 @@ results.claim("scalar metrics logged to TensorBoard and read back", n_metrics, h
 #
 #   ```
 #   %load_ext tensorboard
-#   %tensorboard --logdir data/tensorboard --host 127.0.0.1
+#   %tensorboard --logdir ../data/tensorboard --host 127.0.0.1
 #   ```
-#   (from JupyterLab started in the project folder; in `labs/`, the path is `../data/tensorboard`);
-# * in a terminal: `tensorboard --logdir data/tensorboard --host 127.0.0.1`, then open
-#   http://127.0.0.1:6006;
+#   (the path is relative to the notebook's folder, `labs/`, where its kernel runs; the cell
+#   below prints the one that fits your setup);
+# * in a terminal, from the project folder: `tensorboard --logdir data/tensorboard --host 127.0.0.1`,
+#   then open http://127.0.0.1:6006;
 # * on a remote GPU box: the same command there, and `ssh -L 6006:127.0.0.1:6006 you@box` here.
 #
 # TensorBoard writes a small `.tensorboard-info` file into the system's temporary folder while it
@@ -433,6 +443,7 @@ if cfg.serve:
 else:
     serve_s = 0.0
     print("TensorBoard server check skipped (cfg.serve is False)")
+print(f"to browse the runs from this notebook: %tensorboard --logdir {os.path.relpath(LOGDIR.parent)} --host 127.0.0.1")
 
 # %% [markdown]
 # ## 5. Alarms
@@ -508,8 +519,8 @@ for kind, (alarms, trigger, at) in expected.items():
     caught += ok
     rows.append({"alarm": kind, "triggered by": trigger, "bug at step": at if at is not None else "from the start",
                  "fired at step": alert.step if alert else "—", "caught": ok,
-                 "other alarms in that run": ", ".join(f"{k}@{a.step}" for k, a in alarms.fired.items() if k != kind) or "—",
-                 "fired on the healthy run": kind in healthy_alarms.fired})
+                 "also fired": ", ".join(f"{k}@{a.step}" for k, a in alarms.fired.items() if k != kind) or "—",
+                 "fired when healthy": kind in healthy_alarms.fired})
 table(rows, title="Each alarm, triggered on purpose")
 results.claim("alarms that caught their trigger", caught, holds=caught == len(expected),
               condition=f"all {len(expected)}, at the bug's step where it has one")
@@ -517,17 +528,18 @@ false_alarms = len(healthy_alarms.fired)
 results.claim("alarms raised on the healthy run", false_alarms, holds=false_alarms == 0, condition="none")
 
 # %% [markdown]
-# The other alarms in each broken run are part of the lesson: after the unnormalised batch,
-# watch whether the run recovers (Adam's step size is bounded, so one bad batch rarely ruins it;
-# a run with SGD and a high learning rate may go to NaN next). The tiny learning rate is also
-# plain in the update/weight ratios, read back from both runs' event files:
+# The other alarms in each broken run (column "also fired") are part of the lesson: after the
+# unnormalised batch, watch whether the run recovers (Adam's step size is bounded, so one bad
+# batch rarely ruins it; a run with SGD and a high learning rate may go to NaN next). The tiny
+# learning rate is also plain in the update/weight ratios, read back from both runs' event files:
 # %%
 tiny = monitoring.read_scalars(LOGDIR / "tiny_lr")
 for tag in (t for t in tiny if t.startswith("update_ratio/")):
-    print(f"{tag}: median {statistics.median(tiny[tag][1]):.1e} with lr 1e-7, {statistics.median(logged[tag][1]):.1e} in the healthy run")
+    low, normal = statistics.median(tiny[tag][1]), statistics.median(logged[tag][1])
+    print(f"{tag}: median {low:.1e} with lr 1e-7, {normal:.1e} in the healthy run ({normal / low:,.0f}× smaller)")
 
 # %% [markdown]
-# A ratio several orders of magnitude below the healthy run's is the tell-tale of layers that do
+# A ratio orders of magnitude below the healthy run's is the tell-tale of layers that do
 # not learn, visible from the first steps, long before a stall alarm can fire. The gap alarm, on
 # the tiny training set, is the signal that section 6 acts on.
 #
@@ -538,8 +550,8 @@ for tag in (t for t in tiny if t.startswith("update_ratio/")):
 #
 # Back to 200 training digits. Every variant below trains the same MLP with the same batches
 # (per seed) for `cfg.steps` steps with Adam; the model is scored every `eval_every` steps on its
-# training images and on the validation split (180 digits), and at the end on the **test**
-# split (360 digits, never used for any decision). The variants:
+# training images and on the validation split (179 digits), and at the end on the **test**
+# split (359 digits, never used for any decision). The variants:
 #
 # * **none**: plain training;
 # * **dropout**: `nn.Dropout(0.5)` after each hidden layer (at training time, each unit is
@@ -647,7 +659,7 @@ print(f"{len(jobs)} runs in {overfit_s:.0f} s")
 def curve(labels, variant, metric):
     runs = outcomes[labels, variant]
     per_step = list(zip(*(r[2][metric] for r in runs), strict=True))
-    return runs[0][2]["step"], [statistics.mean(v) for v in per_step], [statistics.pstdev(v) for v in per_step]
+    return runs[0][2]["step"], [mean_sd(v)[0] for v in per_step], [mean_sd(v)[1] for v in per_step]
 
 
 noisy = list(NOISES)[1]
@@ -683,22 +695,23 @@ best, narrowing, keeps = verdicts[noisy]
 results.claim(f"best regulariser ({best}) narrows the train/test gap, {noisy}", narrowing,
               holds=narrowing >= 0.5 and keeps,
               condition="gap >= 50 % narrower than none's (a negative gap counts as closed) and mean test acc >= none's",
-              source="正则化:通过L2正则化、Dropout等方法,避免过拟合 (no figure)")
+              source="正则化：通过L2正则化、Dropout等方法，避免过拟合 (no figure)")
 best_c, narrowing_c, keeps_c = verdicts["clean labels"]
 results.claim(f"best regulariser ({best_c}) narrows the train/test gap, clean labels", narrowing_c,
               holds=narrowing_c >= 0.5 and keeps_c, asserted=False,
               condition="gap >= 50 % narrower and mean test acc >= none's",
-              source="正则化:通过L2正则化、Dropout等方法,避免过拟合 (no figure)")
+              source="正则化：通过L2正则化、Dropout等方法，避免过拟合 (no figure)")
 
 # %% [markdown]
 # **Reading it.** Two data sets, two different stories; read your own numbers against them.
 #
-# * **Wrong labels.** 80 % of the training labels are right, so a training accuracy well above
-#   80 % means the model has memorised wrong labels, and each one it learns pulls the digits
-#   around it towards the wrong class, which costs test accuracy. A regulariser that keeps the
-#   model from memorising (dropout, L2, augmentation, or stopping before it memorises) leaves the
-#   wrong labels unlearned: the training accuracy falls back towards 80 %, and if the test
-#   accuracy rises at the same time, that is overfitting as the article defines it, fixed.
+# * **Wrong labels.** With `cfg.noise` = 0.2, 80 % of the training labels are right, so a
+#   training accuracy well above 80 % means the model has memorised wrong labels, and each one it
+#   learns pulls the digits around it towards the wrong class, which costs test accuracy. A
+#   regulariser that keeps the model from memorising (dropout, L2, augmentation, or stopping
+#   before it memorises) leaves the wrong labels unlearned: the training accuracy falls back
+#   towards 80 %, and if the test accuracy rises at the same time, that is overfitting as the
+#   article defines it, fixed.
 #   Combining all four can overshoot: a model held back four ways may underfit (compare its
 #   test accuracy with the single regularisers').
 # * **Clean labels.** A variant that fits its 200 images (train accuracy near 100 %) has a gap of
@@ -861,7 +874,7 @@ results.record(metrics, notes=f"Digits, MLP 64-{cfg.width}-{cfg.width}-10, Adam 
 # %% [markdown]
 # ## Going further
 #
-# * **GPU scale.** `LAB_SCALE=gpu` logs `gpu/max_allocated_mb` (torch's peak) and
+# * **GPU scale.** `LAB_SCALE=gpu` logs `gpu/max_allocated_mib` (torch's peak) and
 #   `gpu/util_percent` (NVML) too, with more seeds and steps. On a real model, compare
 #   `time/data_ms` with `time/compute_ms`: a GPU that waits for its data needs more `DataLoader`
 #   workers (`num_workers=`), pinned memory, or data prepared ahead of time.

@@ -217,8 +217,8 @@ def test_system_metrics_on_the_cpu():
     first = monitoring.system_metrics()
     sum(i * i for i in range(200_000))  # some CPU work between the two calls
     got = monitoring.system_metrics("cpu")
-    assert set(got) == {"memory/rss_mb", "cpu/process_percent", "cpu/system_percent"} == set(first)
-    assert 10 < got["memory/rss_mb"] < 1e6
+    assert set(got) == {"memory/rss_mib", "cpu/process_percent", "cpu/system_percent"} == set(first)
+    assert 10 < got["memory/rss_mib"] < 1e6
     assert got["cpu/process_percent"] >= 0 and 0 <= got["cpu/system_percent"] <= 100
 
 

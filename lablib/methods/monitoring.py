@@ -327,13 +327,13 @@ def system_metrics(device=None) -> dict[str, float]:
         raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:0' or a torch.device, got {device!r}") from None
     pid = os.getpid()
     proc = _PROCESS.get(pid) or _PROCESS.setdefault(pid, psutil.Process(pid))
-    out = {"memory/rss_mb": proc.memory_info().rss / 2**20,
+    out = {"memory/rss_mib": proc.memory_info().rss / 2**20,
            "cpu/process_percent": proc.cpu_percent(None),
            "cpu/system_percent": psutil.cpu_percent(None)}
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {str(device)!r} was asked for but CUDA is not available here")
-        out["gpu/max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        out["gpu/max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
         util, _ = gpu_utilisation(device.index or 0)
         if util is not None:
             out["gpu/util_percent"] = util
