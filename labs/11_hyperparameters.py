@@ -82,7 +82,7 @@ from lablib import table
 from lablib.core import checks, config, env, results, viz
 from lablib.data import datasets
 from lablib.methods import tuning
-from lablib.nets import models
+from lablib.nets import models, train
 
 cfg = config.profile(
     smoke=dict(article_epochs=1, lr_epochs=2, sweep_epochs=1, sweep_seeds=1, batch_sizes=(64, 256),
@@ -161,11 +161,6 @@ class SimpleNN(nn.Module):
         return self.fc(x.flatten(1))  # (N, 1, 8, 8) -> (N, 64)
 
 
-@torch.no_grad()
-def accuracy(model, x, y):
-    return (model(x).argmax(1) == y).float().mean().item()
-
-
 def run_article_loop(lr, epochs, batch_size=32, seed=0):
     """The article's loop, fixed; returns every step's loss and the validation accuracy per epoch."""
     torch.manual_seed(seed)
@@ -182,7 +177,8 @@ def run_article_loop(lr, epochs, batch_size=32, seed=0):
             loss.backward()
             optimizer.step()
             step_losses.append(loss.item())
-        val_acc.append(accuracy(model, x_val, y_val))
+        with torch.no_grad():
+            val_acc.append(train.accuracy(model(x_val), y_val))
     return step_losses, val_acc
 
 

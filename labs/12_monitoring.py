@@ -180,8 +180,9 @@ print(f"test accuracy at the end: {train.evaluate(blind, test_loader)['acc']:.3f
 
 # %%
 def grad_norms(model):
-    """‖gradient‖₂ of each weight matrix, by name: call after backward()."""
-    return {name: p.grad.norm().item() for name, p in model.named_parameters() if p.ndim > 1 and p.grad is not None}
+    """‖gradient‖₂ of each weight matrix, by layer name ("fc1"): call after backward()."""
+    return {name.removesuffix(".weight"): p.grad.norm().item()
+            for name, p in model.named_parameters() if p.ndim > 1 and p.grad is not None}
 
 
 def update_ratios(before, after):
@@ -190,12 +191,12 @@ def update_ratios(before, after):
 
 
 def weights(model):
-    return {name: p.detach().clone() for name, p in model.named_parameters() if p.ndim > 1}
+    return {name.removesuffix(".weight"): p.detach().clone() for name, p in model.named_parameters() if p.ndim > 1}
 
 
 # %% [markdown]
-# The checks run each against lablib's tested `monitoring.grad_norms` and
-# `monitoring.update_ratios` on random small models and snapshots:
+# The checks run each against lablib's tested version on random small models and snapshots:
+# `train.grad_norms` (the one lab 01's `GradNormMonitor` records) and `monitoring.update_ratios`.
 
 # %%
 def model_with_grads(g):
@@ -209,12 +210,12 @@ def model_with_grads(g):
 
 
 def two_snapshots(g):
-    before = {f"layer{i}.weight": torch.randn(4, 3, generator=g) for i in range(3)}
+    before = {f"layer{i}": torch.randn(4, 3, generator=g) for i in range(3)}
     after = {k: w + 0.01 * torch.rand(1, generator=g).item() * torch.randn(4, 3, generator=g) for k, w in before.items()}
     return before, after
 
 
-checks.agrees(grad_norms, reference=monitoring.grad_norms, make_inputs=model_with_grads, trials=8)
+checks.agrees(grad_norms, reference=train.grad_norms, make_inputs=model_with_grads, trials=8)
 checks.agrees(update_ratios, reference=monitoring.update_ratios, make_inputs=two_snapshots, trials=8)
 
 # %% [markdown]

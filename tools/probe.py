@@ -1875,7 +1875,7 @@ def methods_tuning() -> list[Case]:
 def methods_monitoring() -> list[Case]:
     m = "lablib.methods.monitoring."
     cases = []
-    for fn in ("grad_norms", "total_grad_norm", "snapshot"):
+    for fn in ("total_grad_norm", "snapshot"):
         cases += sweep(m + fn, {"model": V(lambda ctx: mlp())}, {
             "model": [None, "mlp", made("a state dict", lambda: mlp().state_dict())]})
     snap = {"before": V(lambda ctx: {"w": rand(3, 3)}), "after": V(lambda ctx: {"w": rand(3, 3, seed=1)})}

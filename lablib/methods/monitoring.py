@@ -1,7 +1,7 @@
 """Watching a training run: the per-layer signals, the alarms a team wires to them, and the
 TensorBoard event files they are logged to, read back as plain Python.
 
-    norms = grad_norms(model)              # after backward: each weight's gradient L2 norm
+    norms = train.grad_norms(model)        # after backward: each layer's weight-gradient L2 norm
     before = snapshot(model); opt.step()
     ratios = update_ratios(before, snapshot(model))   # ||w_new - w_old|| / ||w_old||, per layer
 
@@ -47,16 +47,10 @@ from lablib.core.validate import module, path, positive_int, real
 
 
 def _weights(model: nn.Module):
-    """The weight matrices and kernels (ndim > 1) by name: biases and norm scales are skipped,
-    their norms say little and a bias that starts at 0 has no ratio."""
-    return [(name, p) for name, p in model.named_parameters() if p.ndim > 1]
-
-
-def grad_norms(model: nn.Module) -> dict[str, float]:
-    """The L2 norm of each weight's gradient (parameters with ndim > 1 that have a gradient),
-    keyed by parameter name in definition order. Call it after backward, before the step."""
-    module("model", model)
-    return {name: p.grad.detach().norm().item() for name, p in _weights(model) if p.grad is not None}
+    """The weight matrices and kernels (ndim > 1) by layer name, as `train.grad_norms` keys its
+    norms ("fc1", not "fc1.weight"): biases and norm scales are skipped, their norms say little
+    and a bias that starts at 0 has no ratio."""
+    return [(name.removesuffix(".weight"), p) for name, p in model.named_parameters() if p.ndim > 1]
 
 
 def total_grad_norm(model: nn.Module) -> float:
@@ -68,7 +62,7 @@ def total_grad_norm(model: nn.Module) -> float:
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Detached copies of the weights (ndim > 1) by name: take one before the optimizer step."""
+    """Detached copies of the weights (ndim > 1) by layer name: take one before the optimizer step."""
     module("model", model)
     return {name: p.detach().clone() for name, p in _weights(model)}
 
