@@ -443,3 +443,18 @@ def test_early_stopping_restores_the_first_minimum_and_stops_patience_after_it(l
     seen = losses if stop is None else losses[: stop + 1]
     assert best == seen.index(min(seen))
     assert (len(losses) - 1 - best < patience) if stop is None else (stop - best == patience)
+
+
+@given(st.lists(st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True)), max_size=30))
+def test_series_round_trips_numbers_and_refuses_nonfinite_only_when_asked(values):
+    assert validate.series("xs", values) == [float(v) for v in values] or any(math.isnan(v) for v in values)
+    assert validate.series("xs", torch.tensor([float(v) for v in values], dtype=torch.float64)) == \
+        validate.series("xs", [float(v) for v in values]) or any(math.isnan(v) for v in values)
+    if all(math.isfinite(v) for v in values):
+        assert validate.series("xs", values, finite=True) == [float(v) for v in values]
+    else:
+        with pytest.raises(ValueError, match=r"xs\[\d+\]"):
+            validate.series("xs", values, finite=True)
+    for bad in ("12", None, [1.0, "2"], [True]):
+        with pytest.raises(TypeError, match="xs"):
+            validate.series("xs", bad)

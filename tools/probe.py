@@ -784,6 +784,9 @@ def core_compat_validate() -> list[Case]:
     m = "lablib.core.compat."
     cases = sweep(m + "version_tuple", {}, {"version": [None, "abc"]})
     cases += sweep(m + "grad_scaler", {"device": "cpu"}, {"device": ["gpu", 1], "enabled": ["no"]})
+    cases += sweep("lablib.core.validate.series", {"name": "xs", "values": [1.0, 2.0], "finite": True}, {
+        "values": [None, "12", 3, [1.0, "2"], [True], {"a": 1.0}, [1.0, NAN], [INF]]},
+        aliases={"values": ("xs",)})  # the error names the argument the caller named
 
     def load(label, make, names=("path", "weights.pt")):
         return case(m + "torch_load", label, lambda ctx: ctx.fn(make(ctx)), names,

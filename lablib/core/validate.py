@@ -44,6 +44,26 @@ def real(name: str, value, low: float = -math.inf, high: float = math.inf, *,
     return v
 
 
+def series(name: str, values, finite: bool = False) -> list[float]:
+    """`values` (a list or tuple of numbers, or a tensor or array of them) as a flat list of
+    floats; a string, a bool or a non-number gets an error naming `name` and the position.
+    With finite=True, NaN and infinities are refused too."""
+    if isinstance(values, (str, bytes, dict)) or values is None or not hasattr(values, "__len__"):
+        raise TypeError(f"{name} must be a list of numbers, got {type(values).__name__}")
+    if hasattr(values, "reshape") and hasattr(values, "tolist"):  # a tensor or an array
+        values = values.reshape(-1).tolist()
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            v = v.item()
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{name}[{i}] must be a number, got {type(v).__name__} {v!r}")
+        if finite and not math.isfinite(v):
+            raise ValueError(f"{name}[{i}] is {v}: {name} must be finite")
+        out.append(float(v))
+    return out
+
+
 def tensor(name: str, value) -> torch.Tensor:
     """`value` if it is a torch.Tensor, else a TypeError naming `name`."""
     if not isinstance(value, torch.Tensor):

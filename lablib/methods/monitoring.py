@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lablib.core.validate import module, path, positive_int, real
+from lablib.core.validate import module, path, positive_int, real, series
 
 # --- the per-layer signals ------------------------------------------------------------------
 
@@ -98,25 +98,9 @@ def update_ratios(before: dict, after: dict, eps: float = 1e-12) -> dict[str, fl
 # --- alarms ------------------------------------------------------------------------------------
 
 
-def _series(name: str, values, allow_nonfinite: bool = False) -> list[float]:
-    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__"):
-        raise TypeError(f"{name} must be a list of numbers, got {type(values).__name__}")
-    out = []
-    for i, v in enumerate(values):
-        if isinstance(v, torch.Tensor) and v.numel() == 1:
-            v = v.item()
-        if isinstance(v, bool) or not isinstance(v, numbers.Real):
-            raise TypeError(f"{name}[{i}] must be a number, got {type(v).__name__} {v!r}")
-        v = float(v)
-        if not allow_nonfinite and not math.isfinite(v):
-            raise ValueError(f"{name}[{i}] is {v}: this alarm needs finite values (first_nonfinite watches for NaN)")
-        out.append(v)
-    return out
-
-
 def first_nonfinite(losses) -> int | None:
     """The index of the first NaN or infinite loss, or None."""
-    values = _series("losses", losses, allow_nonfinite=True)
+    values = series("losses", losses)
     return next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
 
 
@@ -129,7 +113,7 @@ def _explodes_at(norms: list[float], i: int, factor: float, window: int, limit: 
 def first_explosion(norms, factor: float = 10.0, window: int = 20, limit: float | None = None) -> int | None:
     """The index of the first gradient norm above `limit` (if given), or above `factor` times the
     median of the `window` norms before it (checked once `window` norms are known), or None."""
-    values = _series("norms", norms)
+    values = series("norms", norms, finite=True)
     factor = real("factor", factor, 1, math.inf, high_open=True)
     window = positive_int("window", window)
     if limit is not None:
@@ -149,7 +133,7 @@ def first_stall(losses, window: int = 50, min_improvement: float = 0.01) -> int 
     """The index i of the first window (losses[i - window + 1 : i + 1]) whose mean is not at
     least `min_improvement` (a share: 0.01 = 1 %) below the mean of the window before it, or None.
     Checked from i = 2 * window - 1 on; a loss that rises counts as stalled too."""
-    values = _series("losses", losses)
+    values = series("losses", losses, finite=True)
     window = positive_int("window", window)
     min_improvement = real("min_improvement", min_improvement, 0, 1, high_open=True)
     return next((i for i in range(len(values)) if _stalls_at(values, i, window, min_improvement)), None)
@@ -162,7 +146,7 @@ def _gap_at(train: list[float], val: list[float], i: int, max_gap: float, patien
 def first_gap(train, val, max_gap: float = 0.1, patience: int = 3) -> int | None:
     """The index of the first evaluation at which train - val (accuracies, or any score where
     higher is better) has been above `max_gap` for `patience` evaluations in a row, or None."""
-    train, val = _series("train", train), _series("val", val)
+    train, val = series("train", train, finite=True), series("val", val, finite=True)
     if len(train) != len(val):
         raise ValueError(f"train and val must hold one value per evaluation, got {len(train)} and {len(val)}")
     max_gap = real("max_gap", max_gap, 0, math.inf, high_open=True)
@@ -176,7 +160,7 @@ def early_stopping(val_losses, patience: int = 5, min_delta: float = 0.0) -> tup
     `min_delta` below the best so far); `stop` is the first index `patience` evaluations after
     the best without such an improvement, or None if training should go on. (None, None) for
     no evaluation."""
-    values = _series("val_losses", val_losses)
+    values = series("val_losses", val_losses, finite=True)
     patience = positive_int("patience", patience)
     min_delta = real("min_delta", min_delta, 0, math.inf, high_open=True)
     best = None

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lablib.core.validate import integer, positive_int, real
+from lablib.core.validate import integer, positive_int, real, series
 
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -43,13 +43,7 @@ def _xy(name: str, x, y, flatten: bool = True) -> tuple[torch.Tensor, torch.Tens
 
 
 def _numbers(name: str, values) -> torch.Tensor:
-    """A 1-d float64 tensor of `values` (a list, array or tensor of numbers), or a clear error."""
-    if isinstance(values, (str, bytes)) or values is None or not hasattr(values, "__len__"):
-        raise TypeError(f"{name} must be a list or tensor of numbers, got {type(values).__name__}")
-    try:
-        return torch.as_tensor(values, dtype=torch.float64).flatten()
-    except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"{name} must hold numbers only") from None
+    return torch.tensor(series(name, values), dtype=torch.float64)
 
 
 # --- the learning-rate range test ---------------------------------------------------------------
