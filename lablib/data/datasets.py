@@ -175,6 +175,23 @@ def labelled_split(ds: ImageSet, per_class: int, seed: int = 0) -> tuple[ImageSe
     return ds.subset(sorted(labelled)), ds.subset(rest)
 
 
+def select_classes(ds: ImageSet, classes) -> ImageSet:
+    """The images of some classes only, relabelled 0..len(classes)-1 in the order given: e.g.
+    digits 5-9 as a five-class task of their own, ["5", ..., "9"]."""
+    _check_imageset(ds)
+    if isinstance(classes, (str, int)) or not hasattr(classes, "__iter__"):
+        raise TypeError(f"classes must be a list of class names, e.g. ['5', '6'], got {classes!r}")
+    classes = list(classes)
+    unknown = [c for c in classes if c not in ds.classes]
+    if unknown or not classes or len(set(classes)) < len(classes):
+        raise ValueError(f"classes must be distinct names from {ds.classes}, got {classes!r}")
+    old = torch.tensor([ds.classes.index(c) for c in classes])
+    keep = torch.isin(ds.y, old)
+    relabel = torch.full((len(ds.classes),), -1, dtype=torch.long)
+    relabel[old] = torch.arange(len(classes))
+    return ImageSet(ds.x[keep], relabel[ds.y[keep]], classes)
+
+
 def shapes(n: int = 600, size: int = 32, seed: int = 0, classes=SHAPE_CLASSES) -> ImageSet:
     """Procedurally drawn circles, squares and triangles: random size, position, rotation and
     colours (foreground always distinct from background), balanced classes, seeded."""
