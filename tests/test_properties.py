@@ -30,7 +30,9 @@ from lablib.core import bench, cache, checks, config, results, validate, viz
 from lablib.data import augment, datasets, tables
 from lablib.methods import (
     amp,
+    continual,
     distill,
+    efficient,
     fixmatch,
     imbalance,
     mixup,
@@ -458,3 +460,53 @@ def test_series_round_trips_numbers_and_refuses_nonfinite_only_when_asked(values
     for bad in ("12", None, [1.0, "2"], [True]):
         with pytest.raises(TypeError, match="xs"):
             validate.series("xs", bad)
+
+
+@given(st.integers(1, 6), st.integers(1, 5), st.integers(1, 5), st.integers(0, 2), st.sampled_from([1, 3, 5]),
+       st.integers(0, 10**6))
+def test_separable_conv_is_a_grouped_then_pointwise_convolution_and_its_counts_add_up(c, c_out, n, padding, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    side = k + 2  # big enough for any kernel without padding
+    x, dw, pw = torch.randn(n, c, side, side, generator=g), torch.randn(c, 1, k, k, generator=g), torch.randn(c_out, c, 1, 1, generator=g)
+    want = torch.nn.functional.conv2d(torch.nn.functional.conv2d(x, dw, padding=padding, groups=c), pw)
+    torch.testing.assert_close(efficient.separable_conv(x, dw, pw, padding=padding), want, atol=1e-4, rtol=1e-4)
+    layer = torch.nn.Sequential(torch.nn.Conv2d(c, c, k, padding=padding, groups=c, bias=False),
+                                torch.nn.Conv2d(c, c_out, 1, bias=False))
+    assert sum(p.numel() for p in layer.parameters()) == efficient.conv_params(c, c_out, k, separable=True)
+    h = side + 2 * padding - k + 1
+    assert efficient.count_flops(layer, x)["total"] == efficient.conv_flops(n, c, c_out, h, h, k, separable=True)
+    share = efficient.conv_params(c, c_out, k, separable=True) / efficient.conv_params(c, c_out, k)
+    assert share == pytest.approx(1 / c_out + 1 / (k * k))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 5), st.floats(0, 1e4), st.floats(-3, 3), st.integers(0, 2**16))
+def test_ewc_penalty_is_a_nonnegative_quadratic_with_gradient_lambda_f_delta(rows, cols, lam, t, seed):
+    g = torch.Generator().manual_seed(seed)
+    anchor = {"w": torch.randn(rows, cols, generator=g, dtype=torch.float64), "b": torch.randn(rows, generator=g, dtype=torch.float64)}
+    fisher = {k: torch.rand(v.shape, generator=g, dtype=torch.float64) for k, v in anchor.items()}
+    delta = {k: torch.randn(v.shape, generator=g, dtype=torch.float64) for k, v in anchor.items()}
+    params = {k: (anchor[k] + t * delta[k]).requires_grad_() for k in anchor}
+    value = continual.ewc_penalty(params, fisher, anchor, lam)
+    unit = continual.ewc_penalty({k: anchor[k] + delta[k] for k in anchor}, fisher, anchor, lam)
+    assert value.item() >= 0
+    assert abs(value.item() - t * t * unit.item()) <= 1e-9 * max(1.0, unit.item() * t * t)
+    value.backward()
+    for k in anchor:
+        assert torch.allclose(params[k].grad, lam * fisher[k] * t * delta[k], rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 6), st.integers(2, 5), st.booleans(), st.integers(0, 2**16))
+def test_fisher_of_a_linear_softmax_model_is_its_closed_form(n, d, k, empirical, seed):
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(d, k).double()
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = torch.randint(0, k, (n,), generator=g)
+    with torch.no_grad():
+        p = model(x).softmax(1)
+    r2 = (torch.nn.functional.one_hot(y, k) - p) ** 2 if empirical else p * (1 - p)
+    f = continual.fisher_diagonal(model, x, y if empirical else None, batch_size=int(torch.randint(1, 13, (1,), generator=g)))
+    assert torch.allclose(f["weight"], (r2[:, :, None] * x[:, None, :] ** 2).mean(0), atol=1e-10)
+    assert torch.allclose(f["bias"], r2.mean(0), atol=1e-10)

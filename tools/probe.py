@@ -899,6 +899,10 @@ def data_datasets() -> list[Case]:
     cases += sweep(m + "labelled_split", {"ds": V(lambda ctx: imageset(30)), "per_class": 2}, {
         "per_class": [0, 1.5, "2", 10],
     })
+    cases += sweep(m + "select_classes", {"ds": V(lambda ctx: imageset(12)), "classes": ["a", "c"]}, {
+        "ds": [None, "digits"],
+        "classes": ["a", 1, [], ["a", "a"], ["z"], None],
+    })
     cases += sweep(m + "shapes", {"n": 6, "size": 8}, {
         "n": [0, "6"],
         "size": [None],
@@ -1917,12 +1921,136 @@ def methods_monitoring() -> list[Case]:
     return cases
 
 
+# --- lablib.methods.efficient, lablib.methods.transfer (lab 13) -----------------------------------
+
+
+def methods_efficient() -> list[Case]:
+    m = "lablib.methods.efficient."
+    good = {"x": V(lambda ctx: randn(1, 3, 5, 5)), "depthwise_weight": V(lambda ctx: randn(3, 1, 3, 3)),
+            "pointwise_weight": V(lambda ctx: randn(2, 3, 1, 1)), "padding": 1}
+    cases = sweep(m + "separable_conv", good, {
+        "x": [None, made("3-d", lambda: randn(3, 5, 5)), made("int", lambda: torch.zeros(1, 3, 5, 5, dtype=torch.long))],
+        "depthwise_weight": [made("(4, 1, 3, 3)", lambda: randn(4, 1, 3, 3)), made("(3, 1, 3, 2)", lambda: randn(3, 1, 3, 2)),
+                             "w"],
+        "pointwise_weight": [made("(2, 4, 1, 1)", lambda: randn(2, 4, 1, 1)), made("(2, 3)", lambda: randn(2, 3))],
+        "padding": [-1, 1.5, "1"],
+    })
+    cases += sweep(m + "SeparableBlock", {"c_in": 4, "c_out": 8}, {"c_in": [0, 2.5, "4"], "c_out": [-1], "stride": [0, None]})
+    cases += sweep(m + "conv_params", {"c_in": 4, "c_out": 8}, {
+        "c_in": [0, 1.5], "c_out": ["8"], "k": [0, NAN], "separable": ["yes", 1]})
+    cases += sweep(m + "conv_flops", {"n": 1, "c_in": 4, "c_out": 8, "h": 4, "w": 4}, {
+        "n": [0, -1], "h": [0, "4"], "w": [2.5], "k": [-3], "separable": [None]})
+    lin, x = (lambda: torch.nn.Linear(3, 2)), (lambda: randn(2, 3))
+    cases += [
+        case(m + "count_flops", "model=None", lambda ctx: ctx.fn(None, x()), ("model",)),
+        case(m + "count_flops", "model='net'", lambda ctx: ctx.fn("net", x()), ("model",)),
+        case(m + "count_flops", "no inputs", lambda ctx: ctx.fn(lin()), ("inputs",)),
+        case(m + "count_flops", "inputs=[list]", lambda ctx: ctx.fn(lin(), [1.0, 2.0, 3.0]), ("inputs",)),
+        case(m + "count_flops", "backward='yes'", lambda ctx: ctx.fn(lin(), x(), backward="yes"), ("backward",)),
+        case(m + "count_flops", "backward=True, no grad",
+             lambda ctx: ctx.fn(torch.nn.Identity(), x(), backward=True), ("backward",)),
+    ]
+    return cases
+
+
+def methods_transfer() -> list[Case]:
+    m = "lablib.methods.transfer."
+    cases = sweep(m + "tiny_convnext", {"image_size": 16, "widths": (4, 8), "depths": (1, 1)}, {
+        "num_labels": [0, "10"],
+        "image_size": [20, 0],
+        "channels": [0],
+        "widths": [8, "16", [4, 0], (4, 8, 16)],
+        "depths": [[1, -1], [], None],
+        "patch_size": [0, 2.5],
+    })
+    cases += sweep(m + "load_pretrained", {"model": "org/model", "allow_download": False}, {
+        "model": [None, 3, "", missing("nope", "model"), a_file("weights.bin", "model"), a_dir("empty", "model"),
+                  "org/model"],
+        "num_labels": [0, "5"],
+        "allow_download": ["no", 1],
+    })
+    return cases
+
+
+
+# --- lablib.methods.continual (lab 14) ------------------------------------------------------------
+
+
+def methods_continual() -> list[Case]:
+    m = "lablib.methods.continual."
+
+    def mlp():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+
+    def dicts():
+        return {"w": randn(3, 4), "b": randn(3)}
+
+    fisher_args = {"model": V(lambda ctx: mlp()), "x": V(lambda ctx: randn(8, 6)), "y": V(lambda ctx: torch.arange(8) % 3)}
+    cases = sweep(m + "fisher_diagonal", fisher_args, {
+        "model": [None, "net", made("returns a tuple", lambda: torch.nn.LSTM(6, 3))],
+        "x": [None, made("numpy", lambda: randn(8, 6).numpy()), made("empty", lambda: randn(0, 6)),
+              made("int", lambda: torch.zeros(8, 6, dtype=torch.long)), made("NaN", lambda: torch.full((8, 6), NAN)),
+              made("(8,)", lambda: randn(8))],
+        "y": [made("floats", lambda: torch.zeros(8)), made("label 3 of 3", lambda: torch.full((8,), 3)),
+              made("label -1", lambda: torch.full((8,), -1)), made("(7,)", lambda: torch.zeros(7, dtype=torch.long)),
+              [0, 1, 2, 0, 1, 2, 0, 1]],
+        "classes": [[0, 3], [1, 1], [], "01", [0.5], made("float tensor", lambda: torch.tensor([0.0, 1.0])),
+                    made("y outside", lambda: [1, 2])],
+        "batch_size": [0, -1, 2.5, "8"],
+    })
+    pen = {"params": V(lambda ctx: {k: v.requires_grad_() for k, v in dicts().items()}),
+           "fisher": V(lambda ctx: {k: v.abs() for k, v in dicts().items()}), "anchor": V(lambda ctx: dicts()), "lam": 10.0}
+    cases += sweep(m + "ewc_penalty", pen, {
+        "params": [None, [1, 2], made("missing b", lambda: {"w": randn(3, 4)}), made("w (4, 3)", lambda: {"w": randn(4, 3), "b": randn(3)})],
+        "fisher": [None, {}, made("negative", lambda: {k: -v.abs() - 1 for k, v in dicts().items()}),
+                   made("NaN", lambda: {"w": torch.full((3, 4), NAN), "b": randn(3).abs()}),
+                   made("w (2, 4)", lambda: {"w": randn(2, 4).abs(), "b": randn(3).abs()}), made("a number", lambda: {"w": 1.0, "b": 1.0})],
+        "anchor": [None, made("missing b", lambda: {"w": randn(3, 4)}), made("inf", lambda: {"w": torch.full((3, 4), INF), "b": randn(3)})],
+        "lam": [-1.0, NAN, INF, "10", None, True],
+    })
+    merge = {"old": V(lambda ctx: dicts()), "new": V(lambda ctx: dicts()), "gamma": 0.9}
+    cases += sweep(m + "merge_fishers", merge, {
+        "old": [None, [1.0]], "new": [made("missing b", lambda: {"w": randn(3, 4)}), made("b (4,)", lambda: {"w": randn(3, 4), "b": randn(4)})],
+        "gamma": [-0.1, 1.5, NAN, "0.9"],
+    })
+    cases += sweep(m + "permutation", {"features": 64, "seed": 0}, {"features": [0, -1, 2.5, "64", None], "seed": [-1, 1.5, "0"]})
+    cases += sweep(m + "permute_pixels", {"x": V(lambda ctx: randn(4, 1, 2, 2)), "perm": V(lambda ctx: torch.arange(4))}, {
+        "x": [None, made("(4,)", lambda: randn(4)), made("empty", lambda: randn(0, 4))],
+        "perm": [None, [0, 1, 2, 3], made("repeats", lambda: torch.zeros(4, dtype=torch.long)),
+                 made("too short", lambda: torch.arange(3)), made("float", lambda: torch.arange(4.0))],
+    })
+    xy = {"x": V(lambda ctx: randn(10, 3)), "y": V(lambda ctx: torch.arange(10) % 5)}
+    cases += sweep(m + "split_classes", {**xy, "classes": [0, 1]}, {
+        "x": [None, made("(10,)", lambda: randn(10))], "y": [made("(9,)", lambda: torch.arange(9) % 5), made("floats", lambda: torch.zeros(10))],
+        "classes": [[7], [], [0, 0], [-1], "01", None],
+    })
+    cases += sweep(m + "replay_buffer", {**xy, "per_class": 1, "seed": 0}, {
+        "x": [made("int", lambda: torch.zeros(10, 3, dtype=torch.long))], "y": [made("label -1", lambda: torch.full((10,), -1))],
+        "per_class": [0, -2, 1.5, "1"], "seed": [-1, 0.5],
+    })
+    cases += sweep(m + "Ensemble", {"models": V(lambda ctx: [mlp(), mlp()])}, {
+        "models": [None, [], made("a model", lambda: mlp()), made("mixed", lambda: [mlp(), torch.nn.Linear(6, 3)]), ["net"],
+                   made("no parameters", lambda: [torch.nn.ReLU()])],
+    })
+    data = {"data": V(lambda ctx: [(randn(5, 3), torch.zeros(5, dtype=torch.long))]), "batch_size": 4}
+    cases += sweep(m + "member_batches", data, {
+        "data": [None, [], made("not pairs", lambda: [randn(5, 3)]), made("labels (4,)", lambda: [(randn(5, 3), torch.zeros(4, dtype=torch.long))]),
+                 made("shapes differ", lambda: [(randn(5, 3), torch.zeros(5, dtype=torch.long)), (randn(5, 2), torch.zeros(5, dtype=torch.long))])],
+        "batch_size": [0, 2.5], "seed": [-1],
+        "replay": [[None, None], made("bad pair", lambda: [(randn(2, 3),)])],
+        "replay_fraction": [-0.5, 1.5, NAN],
+    })
+    return cases
+
+
 CATALOGUE = (core_config, core_env, core_results, core_cache, core_checks, core_show, core_bench,
              core_viz, core_compat_validate, data_augment, data_datasets, nets_models, nets_train,
              methods_amp, methods_distill, methods_pruning, methods_quantize, methods_fixmatch,
              methods_diffusion, methods_stable_diffusion, deploy_onnx_export, data_augment_affine,
              methods_mixup, methods_imbalance, data_tables, methods_quality, data_versioning,
-             methods_tuning, methods_monitoring)
+             methods_tuning, methods_monitoring, methods_efficient, methods_transfer,
+             methods_continual)
 
 
 def catalogue() -> list[Case]:
