@@ -19,10 +19,12 @@ def _quiet():
 
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # "Loading weights: 43/43" on every load
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        hf_logging.enable_progress_bar()
 
 
 def _quiet_import():
