@@ -192,3 +192,22 @@ def test_int8_dynamic_quantizes_linear_layers_or_says_why():
     assert (quantized(x) - model(x)).abs().max().item() < 0.05
     with pytest.raises(TypeError, match="model"):
         quantize.int8_dynamic("mlp")
+
+
+def test_validate_batch_and_labels_name_the_argument():
+    from lablib.core import validate
+
+    x = torch.rand(3, 2)
+    assert validate.batch("x", x) is x
+    for bad, kind in ((torch.rand(0, 2), ValueError), (torch.rand(3), ValueError), (torch.zeros(3, 2, dtype=torch.long), ValueError),
+                      (torch.full((3, 2), float("nan")), ValueError), ([[1.0]], TypeError)):
+        with pytest.raises(kind, match="x"):
+            validate.batch("x", bad)
+    y = torch.tensor([0, 2, 1])
+    assert validate.labels("y", y, n=3, classes=3) is y
+    for bad, kw in ((torch.tensor([0, 3]), {"classes": 3}), (torch.tensor([-1, 0]), {}), (torch.tensor([0.0]), {}),
+                    (torch.tensor([0, 1]), {"n": 3})):
+        with pytest.raises(ValueError, match="y"):
+            validate.labels("y", bad, **kw)
+    with pytest.raises(TypeError, match="y"):
+        validate.labels("y", [0, 1])

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lablib.methods import continual
+from lablib.nets import ensemble
 
 
 def _linear(d=5, k=4, seed=0):
@@ -256,7 +257,7 @@ def test_replay_buffer_is_class_balanced_seeded_and_drawn_from_the_data():
 
 def test_ensemble_runs_each_member_as_its_own_model():
     models = [_mlp(s) for s in range(3)]
-    ens = continual.Ensemble(models)
+    ens = ensemble.Ensemble(models)
     x = torch.randn(3, 4, 5)
     out = ens(x)
     assert out.shape == (3, 4, 4)
@@ -271,7 +272,7 @@ def test_ensemble_runs_each_member_as_its_own_model():
 def test_ensemble_trained_with_adam_equals_separate_runs():
     models = [_mlp(s) for s in range(3)]
     separate = copy.deepcopy(models)
-    ens = continual.Ensemble(models)
+    ens = ensemble.Ensemble(models)
     opt = torch.optim.Adam(ens.parameters(), lr=0.05)
     opts = [torch.optim.Adam(m.parameters(), lr=0.05) for m in separate]
     g = torch.Generator().manual_seed(0)
@@ -292,12 +293,12 @@ def test_ensemble_trained_with_adam_equals_separate_runs():
 
 def test_ensemble_refuses_bad_input():
     with pytest.raises(TypeError, match="models"):
-        continual.Ensemble(_mlp())
+        ensemble.Ensemble(_mlp())
     with pytest.raises(TypeError, match="models"):
-        continual.Ensemble([])
+        ensemble.Ensemble([])
     with pytest.raises(ValueError, match=r"models\[1\]"):
-        continual.Ensemble([_mlp(), nn.Linear(5, 4)])
-    ens = continual.Ensemble([_mlp(0), _mlp(1)])
+        ensemble.Ensemble([_mlp(), nn.Linear(5, 4)])
+    ens = ensemble.Ensemble([_mlp(0), _mlp(1)])
     with pytest.raises(ValueError, match="x"):
         ens(torch.randn(4, 5))
     with pytest.raises(ValueError, match="k"):
@@ -308,19 +309,19 @@ def test_member_batches_mix_replay_and_are_seeded():
     a = (torch.zeros(10, 2), torch.zeros(10, dtype=torch.long))
     b = (torch.ones(20, 2), torch.ones(20, dtype=torch.long))
     memory = (torch.full((3, 2), 2.0), torch.full((3,), 2, dtype=torch.long))
-    it = continual.member_batches([a, b], batch_size=8, seed=0, replay=[None, memory], replay_fraction=0.25)
+    it = ensemble.member_batches([a, b], batch_size=8, seed=0, replay=[None, memory], replay_fraction=0.25)
     x, y = next(it)
     assert x.shape == (2, 8, 2) and y.shape == (2, 8)
     assert y[0].tolist() == [0] * 8 and y[1].tolist() == [1] * 6 + [2] * 2
-    again = continual.member_batches([a, b], batch_size=8, seed=0, replay=[None, memory], replay_fraction=0.25)
+    again = ensemble.member_batches([a, b], batch_size=8, seed=0, replay=[None, memory], replay_fraction=0.25)
     assert torch.equal(next(again)[0], x)
     with pytest.raises(ValueError, match="replay"):
-        continual.member_batches([a, b], 8, replay=[None])
+        ensemble.member_batches([a, b], 8, replay=[None])
     with pytest.raises(ValueError, match="replay_fraction"):
-        continual.member_batches([a, b], 8, replay_fraction=2)
+        ensemble.member_batches([a, b], 8, replay_fraction=2)
     with pytest.raises(ValueError, match="batch_size"):
-        continual.member_batches([a, b], 0)
+        ensemble.member_batches([a, b], 0)
     with pytest.raises(TypeError, match="data"):
-        continual.member_batches(a[0], 8)
+        ensemble.member_batches(a[0], 8)
     with pytest.raises(ValueError, match=r"data\[1\] y"):
-        continual.member_batches([a, (b[0], b[1][:3])], 8)
+        ensemble.member_batches([a, (b[0], b[1][:3])], 8)

@@ -2029,12 +2029,12 @@ def methods_continual() -> list[Case]:
         "x": [made("int", lambda: torch.zeros(10, 3, dtype=torch.long))], "y": [made("label -1", lambda: torch.full((10,), -1))],
         "per_class": [0, -2, 1.5, "1"], "seed": [-1, 0.5],
     })
-    cases += sweep(m + "Ensemble", {"models": V(lambda ctx: [mlp(), mlp()])}, {
+    cases += sweep("lablib.nets.ensemble.Ensemble", {"models": V(lambda ctx: [mlp(), mlp()])}, {
         "models": [None, [], made("a model", lambda: mlp()), made("mixed", lambda: [mlp(), torch.nn.Linear(6, 3)]), ["net"],
                    made("no parameters", lambda: [torch.nn.ReLU()])],
     })
     data = {"data": V(lambda ctx: [(randn(5, 3), torch.zeros(5, dtype=torch.long))]), "batch_size": 4}
-    cases += sweep(m + "member_batches", data, {
+    cases += sweep("lablib.nets.ensemble.member_batches", data, {
         "data": [None, [], made("not pairs", lambda: [randn(5, 3)]), made("labels (4,)", lambda: [(randn(5, 3), torch.zeros(4, dtype=torch.long))]),
                  made("shapes differ", lambda: [(randn(5, 3), torch.zeros(5, dtype=torch.long)), (randn(5, 2), torch.zeros(5, dtype=torch.long))])],
         "batch_size": [0, 2.5], "seed": [-1],

@@ -71,6 +71,31 @@ def tensor(name: str, value) -> torch.Tensor:
     return value
 
 
+def batch(name: str, x) -> torch.Tensor:
+    """`x` if it is a non-empty, finite float batch (N, ...) with N >= 1, else a clear error naming `name`."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor (N, ...), got {type(x).__name__}")
+    if x.ndim < 2 or len(x) == 0 or not x.is_floating_point():
+        raise ValueError(f"{name} must be a non-empty float batch (N, ...), got {x.dtype} {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return x
+
+
+def labels(name: str, y, n: int | None = None, classes: int | None = None) -> torch.Tensor:
+    """`y` if it is an int64 tensor of class labels (N,): n of them when given, each in
+    0..classes-1 when classes is given (else >= 0); else a clear error naming `name`."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of int64 class labels, got {type(y).__name__}")
+    if y.dtype != torch.long or y.ndim != 1 or (n is not None and len(y) != n):
+        want = f"({n},)" if n is not None else "(N,)"
+        raise ValueError(f"{name} must be int64 labels of shape {want}, got {y.dtype} {tuple(y.shape)}")
+    if len(y) and (int(y.min()) < 0 or (classes is not None and int(y.max()) >= classes)):
+        top = f"..{classes - 1}" if classes is not None else " and up"
+        raise ValueError(f"{name} must hold class labels 0{top}, got {int(y.min())}..{int(y.max())}")
+    return y
+
+
 def module(name: str, value) -> nn.Module:
     """`value` if it is a torch.nn.Module (a model or a layer), else a TypeError naming `name`."""
     if not isinstance(value, nn.Module):

@@ -1,5 +1,5 @@
-"""Continual learning: the diagonal Fisher information, the EWC penalty, task builders, a replay
-buffer, and K small models trained at once.
+"""Continual learning: the diagonal Fisher information, the EWC penalty, task builders and a replay
+buffer (lablib.nets.ensemble trains K small models at once).
 
     fisher = fisher_diagonal(model, x_a, y_a)            # after task A: F_i = E[(d log p / d theta_i)^2]
     anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -16,51 +16,24 @@ the *empirical* Fisher (the gradients of the true labels); with y=None it is the
 the expectation over the model's own predictive distribution, computed exactly (one gradient per
 class, weighted by its probability).
 
-`Ensemble` stacks K models of one architecture (`torch.func.stack_module_state`) and runs them
-with `vmap`, so K tiny models train in one step for the price of one larger step; each member's
-loss touches only its own weights, and an element-wise optimizer (SGD, Adam) then updates each
-member exactly as K separate optimizers would.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, stack_module_state, vmap
+from torch.func import functional_call, grad, vmap
 
-from lablib.core.validate import integer, module, positive_int, real
+from lablib.core.validate import batch, integer, labels, module, positive_int, real
 
 __all__ = ["fisher_diagonal", "ewc_penalty", "merge_fishers", "permutation", "permute_pixels", "split_classes",
-           "replay_buffer", "Ensemble", "member_batches"]
+           "replay_buffer"]
 
 
 # --- argument checks ------------------------------------------------------------------------------
-
-def _features(name: str, x) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor (N, ...), got {type(x).__name__}")
-    if x.ndim < 2 or len(x) == 0 or not x.is_floating_point():
-        raise ValueError(f"{name} must be a non-empty float batch (N, ...), got {x.dtype} {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} holds NaN or infinite values")
-    return x
-
-
-def _labels(name: str, y, n: int | None = None, classes: int | None = None) -> torch.Tensor:
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of int64 class labels, got {type(y).__name__}")
-    if y.dtype != torch.long or y.ndim != 1 or (n is not None and len(y) != n):
-        want = f"({n},)" if n is not None else "(N,)"
-        raise ValueError(f"{name} must be int64 labels of shape {want}, got {y.dtype} {tuple(y.shape)}")
-    if len(y) and (int(y.min()) < 0 or (classes is not None and int(y.max()) >= classes)):
-        top = f"..{classes - 1}" if classes is not None else " and up"
-        raise ValueError(f"{name} must hold class labels 0{top}, got {int(y.min())}..{int(y.max())}")
-    return y
-
 
 def _class_list(name: str, classes) -> list[int]:
     if isinstance(classes, torch.Tensor):
@@ -117,7 +90,7 @@ def fisher_diagonal(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = 
     that require grad get an entry.
     """
     module("model", model)
-    x = _features("x", x)
+    x = batch("x", x)
     batch_size = positive_int("batch_size", batch_size)
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     if not params:
@@ -137,7 +110,7 @@ def fisher_diagonal(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = 
             if max(cols) >= width:
                 raise ValueError(f"classes names output column {max(cols)}, but the model has {width} outputs")
         if y is not None:
-            y = _labels("y", y, len(x), width)
+            y = labels("y", y, len(x), width)
             if cols is not None:
                 position = torch.full((width,), -1, dtype=torch.long)
                 position[torch.tensor(cols)] = torch.arange(len(cols))
@@ -224,7 +197,7 @@ def permutation(features: int, seed: int = 0) -> torch.Tensor:
 def permute_pixels(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     """Every example of `x` (N, ...) with its features (pixels, flattened) reordered by `perm`;
     same shape as `x`. A permuted task: the same images and labels, scrambled the same way."""
-    x = _features("x", x)
+    x = batch("x", x)
     if not isinstance(perm, torch.Tensor):
         raise TypeError(f"perm must be a torch.Tensor (a permutation of 0..d-1), got {type(perm).__name__}")
     d = math.prod(x.shape[1:])
@@ -235,8 +208,8 @@ def permute_pixels(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
 
 def split_classes(x: torch.Tensor, y: torch.Tensor, classes) -> tuple[torch.Tensor, torch.Tensor]:
     """The examples of (x, y) whose label is one of `classes` (labels unchanged, order kept)."""
-    x = _features("x", x)
-    y = _labels("y", y, len(x))
+    x = batch("x", x)
+    y = labels("y", y, len(x))
     cols = _class_list("classes", classes)
     keep = torch.isin(y, torch.tensor(cols))
     if not keep.any():
@@ -247,8 +220,8 @@ def split_classes(x: torch.Tensor, y: torch.Tensor, classes) -> tuple[torch.Tens
 def replay_buffer(x: torch.Tensor, y: torch.Tensor, per_class: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A small class-balanced memory of an old task: `per_class` examples of each label present
     in y (all of a class that has fewer), drawn at random (seeded), in their original order."""
-    x = _features("x", x)
-    y = _labels("y", y, len(x))
+    x = batch("x", x)
+    y = labels("y", y, len(x))
     per_class = positive_int("per_class", per_class)
     seed = integer("seed", seed, 0, 2**63 - 1)
     g = torch.Generator().manual_seed(seed)
@@ -258,121 +231,3 @@ def replay_buffer(x: torch.Tensor, y: torch.Tensor, per_class: int, seed: int = 
         keep.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
     index = torch.cat(keep).sort().values
     return x[index], y[index]
-
-
-# --- K models at once -----------------------------------------------------------------------------
-
-class Ensemble(nn.Module):
-    """K models of one architecture, stacked and run together (torch.func.stack_module_state +
-    vmap): forward(x) takes x of shape (K, B, ...), one batch per member (x.expand(K, ...) shares
-    one), and returns (K, B, outputs). `params()` gives the stacked parameters by the
-    single model's names (each of shape (K, ...)); `member(k)` a separate copy of member k."""
-
-    def __init__(self, models):
-        super().__init__()
-        if isinstance(models, nn.Module) or not isinstance(models, (list, tuple)) or not models:
-            raise TypeError(f"models must be a non-empty list of nn.Module, got {type(models).__name__}")
-        for i, m in enumerate(models):
-            module(f"models[{i}]", m)
-        shapes = [[(n, tuple(p.shape)) for n, p in m.named_parameters()] for m in models]
-        for i, s in enumerate(shapes[1:], start=1):
-            if s != shapes[0]:
-                raise ValueError(f"models[{i}] has other parameters than models[0]: all members need one architecture")
-        if not shapes[0]:
-            raise ValueError("models[0] has no parameters")
-        params, buffers = stack_module_state(list(models))
-        self.names = list(params)
-        self.stacked = nn.ParameterList([nn.Parameter(params[n].detach().clone()) for n in self.names])
-        self.buffer_names = list(buffers)
-        for i, n in enumerate(self.buffer_names):
-            self.register_buffer(f"buffer_{i}", buffers[n].clone())
-        self._template = [copy.deepcopy(models[0])]  # in a list: not a submodule (its weights are not ours)
-        self.size = len(models)
-
-    def __len__(self) -> int:
-        return self.size
-
-    def params(self) -> dict[str, torch.Tensor]:
-        """The stacked parameters, name -> (K, ...) tensor (the optimizer's leaves)."""
-        return dict(zip(self.names, self.stacked, strict=True))
-
-    def _buffers_dict(self) -> dict[str, torch.Tensor]:
-        return {n: getattr(self, f"buffer_{i}") for i, n in enumerate(self.buffer_names)}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.ndim < 2 or x.shape[0] != self.size:
-            raise ValueError(f"x must hold one batch per member, shape ({self.size}, B, ...), got {tuple(x.shape)}: "
-                             f"for one batch shared by all, pass x.expand({self.size}, *x.shape)")
-        base = self._template[0]
-
-        def one(p, b, xi):
-            return functional_call(base, (p, b), (xi,))
-
-        return vmap(one)(self.params(), self._buffers_dict(), x)
-
-    def member(self, k: int) -> nn.Module:
-        """A separate copy of member k, with its current weights (a plain model)."""
-        k = integer("k", k, -self.size, self.size - 1) % self.size
-        model = copy.deepcopy(self._template[0])
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                p.copy_(self.params()[n][k])
-            for n, b in model.named_buffers():
-                if n in self.buffer_names:
-                    b.copy_(self._buffers_dict()[n][k])
-        return model
-
-
-def member_batches(data, batch_size: int, seed: int = 0, replay=None,
-                   replay_fraction: float = 0.5) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless batches for K members trained at once: yields (x, y) of shapes (K, B, ...) and (K, B).
-
-    data: one (x, y) per member (its own task; sizes may differ; every x of one example shape).
-    replay: None, or one (x, y) or None per member: a member with a buffer draws
-        round(replay_fraction * B) of each batch from it, the rest from its data.
-    Examples are drawn uniformly with replacement (seeded), each member from its own sets.
-    """
-    if not isinstance(data, (list, tuple)) or not data:
-        raise TypeError(f"data must be a non-empty list of (x, y) pairs, one per member, got {type(data).__name__}")
-    batch_size = positive_int("batch_size", batch_size)
-    seed = integer("seed", seed, 0, 2**63 - 1)
-    fraction = real("replay_fraction", replay_fraction, 0.0, 1.0)
-    if replay is None:
-        replay = [None] * len(data)
-    if not isinstance(replay, (list, tuple)) or len(replay) != len(data):
-        raise ValueError(f"replay must be None or a list of {len(data)} entries ((x, y) or None), one per member")
-
-    def pair(name, p):
-        if not isinstance(p, (list, tuple)) or len(p) != 2:
-            raise TypeError(f"{name} must be a pair (x, y), got {type(p).__name__}")
-        x = _features(f"{name} x", p[0])
-        return x, _labels(f"{name} y", p[1], len(x))
-
-    sets = [pair(f"data[{i}]", p) for i, p in enumerate(data)]
-    memories = [None if r is None else pair(f"replay[{i}]", r) for i, r in enumerate(replay)]
-    shape = sets[0][0].shape[1:]
-    named = [(f"data[{i}]", p) for i, p in enumerate(sets)] + [(f"replay[{i}]", m) for i, m in enumerate(memories) if m is not None]
-    for name, (x, _) in named:
-        if x.shape[1:] != shape:
-            raise ValueError(f"{name} x has examples of shape {tuple(x.shape[1:])}, but data[0]'s are {tuple(shape)}: "
-                             "every member's examples must have one shape")
-    return _batches(sets, memories, batch_size, round(fraction * batch_size), seed)
-
-
-def _batches(sets, memories, batch_size, n_old, seed):
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        xs, ys = [], []
-        for (x, y), memory in zip(sets, memories, strict=True):
-            if memory is None:
-                idx = torch.randint(0, len(x), (batch_size,), generator=g)
-                xs.append(x[idx])
-                ys.append(y[idx])
-            else:
-                idx = torch.randint(0, len(x), (batch_size - n_old,), generator=g)
-                old = torch.randint(0, len(memory[0]), (n_old,), generator=g)
-                xs.append(torch.cat([x[idx], memory[0][old]]))
-                ys.append(torch.cat([y[idx], memory[1][old]]))
-        yield torch.stack(xs), torch.stack(ys)
