@@ -291,17 +291,13 @@ table({f"seed {seed}": {"baseline": baseline[seed].last("test_acc"), "FixMatch":
 # ## 5. Measurement: baseline against FixMatch
 
 # %%
-def mean_sd(values):
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def nanmean(values):
     values = [v for v in values if v == v]  # NaN: no pseudo-label used in that stretch
     return statistics.mean(values) if values else float("nan")
 
 
-base_m, base_sd = mean_sd([h.last("test_acc") for h in baseline.values()])
-fm_m, fm_sd = mean_sd([h.last("test_acc") for h in fixm.values()])
+base_m, base_sd = results.mean_sd([h.last("test_acc") for h in baseline.values()])
+fm_m, fm_sd = results.mean_sd([h.last("test_acc") for h in fixm.values()])
 gain = fm_m - base_m
 n_unlab = len(unlabelled)
 print(f"{cfg.steps} steps, batch {cfg.batch_size} labelled + {cfg.mu * cfg.batch_size} unlabelled, {cfg.seeds} seed(s)")

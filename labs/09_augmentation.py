@@ -298,11 +298,6 @@ def run(step, per_class, seed):
     return model, train.evaluate(model, test_loader)["acc"]
 
 
-def mean_sd(values):
-    values = list(values)
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 # %%
 steps_of = variants | {FLIP: flip_step}  # here, so that a change to `variants` since the cell above counts
 jobs = [(k, name, seed) for k in cfg.label_counts for name in variants for seed in range(cfg.seeds)]
@@ -312,9 +307,9 @@ for k, name, seed in tqdm(jobs, desc="training runs"):
     model, acc[k, name, seed] = run(steps_of[name], k, seed)
     if (k, name, seed) == (cfg.label_counts[-1], "none", 0):
         plain_model = model  # kept for the mirror test below
-summary = {(k, name): mean_sd(acc[k, name, s] for s in range(cfg.seeds))
+summary = {(k, name): results.mean_sd(acc[k, name, s] for s in range(cfg.seeds))
            for k in cfg.label_counts for name in variants}
-summary[cfg.label_counts[0], FLIP] = mean_sd(acc[cfg.label_counts[0], FLIP, s] for s in range(cfg.seeds))
+summary[cfg.label_counts[0], FLIP] = results.mean_sd(acc[cfg.label_counts[0], FLIP, s] for s in range(cfg.seeds))
 
 # %%
 rows = []
@@ -607,7 +602,7 @@ def cutmix_step(model, batch, alpha=1.0):
 
 try:
     my_cutmix(sample, torch.arange(len(sample)), (0, 0, 1, 1))
-    cutmix_acc = mean_sd(run(cutmix_step, fewest, seed)[1] for seed in tqdm(range(cfg.seeds), desc="CutMix runs"))
+    cutmix_acc = results.mean_sd(run(cutmix_step, fewest, seed)[1] for seed in tqdm(range(cfg.seeds), desc="CutMix runs"))
     table([{"variant": name, "test acc": f"{100 * m:.1f} ± {100 * s:.1f}"}
            for name, (m, s) in {"none": summary[fewest, "none"], "Mixup": summary[fewest, "Mixup"], "CutMix (yours)": cutmix_acc}.items()],
           title=f"{10 * fewest} labels, {cfg.seeds} seed(s)")

@@ -573,15 +573,11 @@ def summary_of(strategy):
             "pruned": [len(s.get_trials(states=(TrialState.PRUNED,))) for s in chosen]}
 
 
-def mean_sd(values):
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 summaries = {strategy: summary_of(strategy) for strategy in STRATEGIES}
 full_epochs = cfg.trials * cfg.epochs
 rows = []
 for strategy, s in summaries.items():
-    (bv, bv_sd), (te, te_sd) = mean_sd(s["best val"]), mean_sd(s["test of chosen"])
+    (bv, bv_sd), (te, te_sd) = results.mean_sd(s["best val"]), results.mean_sd(s["test of chosen"])
     rows.append({"strategy": strategy, "best val %": bv, "val sd": bv_sd, "test of chosen %": te, "test sd": te_sd,
                  "epochs used %": 100 * statistics.mean(s["epochs"]) / full_epochs, "trials pruned": statistics.mean(s["pruned"])})
 table(rows, title=f"{cfg.trials} trials per search, mean over {cfg.search_seeds} seeds; the noise floor is {noise_floor:.2f} points")
@@ -617,7 +613,7 @@ fig
 # %%
 def compare(strategy, baseline="random"):
     diffs = [a - b for a, b in zip(summaries[strategy]["test of chosen"], summaries[baseline]["test of chosen"], strict=True)]
-    mean, sd = mean_sd(diffs)
+    mean, sd = results.mean_sd(diffs)
     n = len(diffs)  # a 95 % interval for the mean difference: Student's t with n - 1 degrees of freedom
     half = scipy.stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else math.inf
     needed = tuning.seeds_needed(diffs) if len(diffs) > 1 and sd > 0 else math.inf

@@ -635,15 +635,10 @@ for labels, name, seed in tqdm(jobs, desc="overfitting runs"):
 overfit_s = time.perf_counter() - started
 
 
-def mean_sd(values):
-    values = list(values)
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 summary = {}
 for (labels, variant), runs in outcomes.items():
-    tr, te = mean_sd(r[0] for r in runs), mean_sd(r[1] for r in runs)
-    gap = mean_sd(r[0] - r[1] for r in runs)
+    tr, te = results.mean_sd(r[0] for r in runs), results.mean_sd(r[1] for r in runs)
+    gap = results.mean_sd(r[0] - r[1] for r in runs)
     summary[labels, variant] = {"train": tr[0], "test": te[0], "test sd": te[1], "gap": gap[0], "gap sd": gap[1]}
 for labels in NOISES:
     table([{"variant": v, "train acc": f"{100 * s['train']:.1f}", "test acc": f"{100 * s['test']:.1f} ± {100 * s['test sd']:.1f}",
@@ -660,7 +655,7 @@ print(f"{len(jobs)} runs in {overfit_s:.0f} s")
 def curve(labels, variant, metric):
     runs = outcomes[labels, variant]
     per_step = list(zip(*(r[2][metric] for r in runs), strict=True))
-    return runs[0][2]["step"], [mean_sd(v)[0] for v in per_step], [mean_sd(v)[1] for v in per_step]
+    return runs[0][2]["step"], [results.mean_sd(v)[0] for v in per_step], [results.mean_sd(v)[1] for v in per_step]
 
 
 noisy = list(NOISES)[1]

@@ -522,13 +522,9 @@ for setting, (source, target, test) in settings.items():
 transfer_s = time.perf_counter() - start
 
 
-def mean_sd(values):
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 rows = []
 for (setting, how, k), accs in scores.items():
-    m, sd = mean_sd(accs)
+    m, sd = results.mean_sd(accs)
     gain = m - statistics.mean(scores[setting, "scratch", k])
     rows.append({"setting": setting, "labels / class": k, "method": how, "test acc %": f"{m:.1f} ± {sd:.1f}",
                  "vs scratch": "" if how == "scratch" else f"{gain:+.1f}"})
@@ -550,7 +546,7 @@ fig, axes = plt.subplots(1, len(settings), figsize=(4 * len(settings) + 2, 3.8),
                          layout="constrained")
 for ax, setting in zip(axes[0], settings, strict=True):
     for i, how in enumerate(METHODS):
-        means = [mean_sd(scores[setting, how, k]) for k in cfg.per_class]
+        means = [results.mean_sd(scores[setting, how, k]) for k in cfg.per_class]
         ax.errorbar(cfg.per_class, [m for m, _ in means], yerr=[s for _, s in means], marker="o", capsize=3,
                     color=f"C{i}", label=how, ls=":" if how.startswith("random") else "-")
     if setting in zero_shot:

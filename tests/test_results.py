@@ -233,3 +233,15 @@ def test_record_names_a_bad_lab_name_variable(monkeypatch):
 
 def test_fmt_takes_numpy_numbers():
     assert results.fmt(np.float32(0.5)) == "0.5" and results.fmt(np.float64(12345.6)) == "12,346"
+
+
+def test_mean_sd_of_seeds():
+    from lablib.core import results as r
+
+    assert r.mean_sd([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert r.mean_sd(x for x in (4.0,)) == (4.0, 0.0)  # a generator, one value: sd 0
+    assert r.mean_sd(torch.tensor([0.5, 1.5])) == (1.0, pytest.approx(0.7071067811865476))
+    with pytest.raises(ValueError, match="values"):
+        r.mean_sd([])
+    with pytest.raises(TypeError, match="values"):
+        r.mean_sd(["a"])

@@ -17,12 +17,13 @@ import argparse
 import json
 import math
 import numbers
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from lablib.core import checks, config, env
+from lablib.core import checks, config, env, validate
 from lablib.core.cache import write_atomic
 from lablib.core.validate import integer
 from lablib.core.validate import path as as_path
@@ -67,6 +68,15 @@ def _check_value(name: str, value) -> None:
         raise ValueError(f"{name!r} is {value}: record only finite numbers")
     if not isinstance(value, (int, float, str, bool)):
         raise TypeError(f"{name!r} must be a number, bool or str, got {type(value).__name__}")
+
+
+def mean_sd(values) -> tuple[float, float]:
+    """The mean and the sample standard deviation of a measurement repeated over seeds (a list,
+    a generator or a tensor of numbers); the sd is 0.0 for a single value."""
+    values = validate.series("values", list(values) if hasattr(values, "__next__") else values)
+    if not values:
+        raise ValueError("values must hold at least one number")
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def claim(name: str, measured, *, holds, condition: str, source: str = "", asserted: bool = True) -> Claim:
