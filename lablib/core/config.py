@@ -35,6 +35,15 @@ def solutions() -> bool:
     return value == "1"
 
 
+def allow_downloads() -> bool:
+    """LAB_ALLOW_DOWNLOADS=1: a lab may fetch a model from the Hugging Face hub. Unset or 0: only
+    local folders are read (the default: CI and workshop rooms run offline)."""
+    value = os.environ.get("LAB_ALLOW_DOWNLOADS", "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError(f"LAB_ALLOW_DOWNLOADS={value!r} must be 1 (allow) or 0/unset (refuse)")
+    return value == "1"
+
+
 LAB_NAME = re.compile(r"^\d\d_[a-z0-9_]+$")
 
 

@@ -119,10 +119,7 @@ def sd_pipeline(model: str | None = None, device=None, allow_download: bool | No
     StableDiffusionPipeline = _sd_pipeline_class()
     model = model if model is not None else os.environ.get("LAB_SD_MODEL", "").strip() or None
     if allow_download is None:
-        flag = os.environ.get("LAB_ALLOW_DOWNLOADS", "").strip()
-        if flag not in ("", "0", "1"):
-            raise ValueError(f"LAB_ALLOW_DOWNLOADS={flag!r} must be 1 (allow) or 0/unset (refuse)")
-        allow_download = flag == "1"
+        allow_download = config.allow_downloads()
     if model is None:
         return tiny_sd_pipeline().to(_usable(device)), "tiny random pipeline (produces noise: an API walk-through)"
     if model.startswith("~"):

@@ -61,12 +61,7 @@ def tiny_convnext(num_labels: int = 10, image_size: int = 32, channels: int = 1,
 def _allow_download(allow_download) -> bool:
     if allow_download is not None and not isinstance(allow_download, bool):
         raise TypeError(f"allow_download must be True, False or None, got {allow_download!r}")
-    if allow_download is None:
-        flag = os.environ.get("LAB_ALLOW_DOWNLOADS", "").strip()
-        if flag not in ("", "0", "1"):
-            raise ValueError(f"LAB_ALLOW_DOWNLOADS={flag!r} must be 1 (allow) or 0/unset (refuse)")
-        allow_download = flag == "1"
-    return allow_download
+    return config.allow_downloads() if allow_download is None else allow_download
 
 
 def load_pretrained(model: str | os.PathLike, num_labels: int | None = None, allow_download: bool | None = None):
