@@ -822,6 +822,55 @@ def core_compat_validate() -> list[Case]:
     return cases
 
 
+def core_launch() -> list[Case]:
+    """Every bad argument of the torchrun launcher is refused before a process starts. Should one
+    slip through, subprocess.Popen is replaced in the worker, so the case ends "unclear" instead
+    of launching ranks."""
+    m = "lablib.core.launch."
+
+    def no_launch(call):
+        def guarded_call(ctx):
+            import subprocess
+
+            def refuse(*args, **kwargs):
+                raise RuntimeError("the bad call got as far as starting torchrun")
+
+            subprocess.Popen = refuse
+            return call(ctx)
+        return guarded_call
+
+    def script(ctx):
+        return write_file(ctx, "train.py", "print('hello')\n")
+
+    def busy(name):
+        def call(ctx):
+            import socket
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                s.listen(1)
+                return ctx.fn(script(ctx), **{name: s.getsockname()[1]})
+        return call
+
+    bad_script = [missing("missing.py", "script"), a_dir("folder.py", "script"),
+                  a_file("notes.txt", "script"), None, 3]
+    bad_env = [["A=1"], "A=1", {"A": 1}, {1: "a"}, {"": "x"}, {"A": None}]
+    cases = sweep(m + "torchrun", {"script": V(script), "nproc": 1, "timeout_s": 10}, {
+        "script": bad_script, "nproc": pos_int(True, 10_000), "timeout_s": positive(-5, INF),
+        "master_port": [80, 70_000, "29500", 2.5], "env": bad_env, "echo": ["yes"],
+        "cwd": [missing("nowhere", "cwd"), a_file("cwd.txt", "cwd")]})
+    cases += sweep(m + "torchrun_nodes", {"script": V(script), "nnodes": 1, "nproc": 1, "timeout_s": 10}, {
+        "script": bad_script[:2], "nnodes": pos_int(True, 10_000), "nproc": [0, 10_000],
+        "timeout_s": [0, NAN], "port": [80, 70_000, "29500"], "env": bad_env[:3]})
+    cases += [case(m + "torchrun", "master_port=<busy>", busy("master_port"), ("master_port",)),
+              case(m + "torchrun_nodes", "port=<busy>", busy("port"), ("port",)),
+              case(m + "torchrun", "args=(None,)", lambda ctx: ctx.fn(script(ctx), None, nproc=1), ("args",))]
+    for c in cases:
+        c.call = no_launch(c.call)
+    cases += sweep(m + "stop", {"procs": []}, {"procs": [None, "proc", [1234], made("a Popen's pid list", lambda: [os.getpid()])],
+                                               "grace_s": [-1, NAN, "3"]})
+    return cases
+
+
 # --- lablib.data ----------------------------------------------------------------------------------
 
 
@@ -2045,7 +2094,7 @@ def methods_continual() -> list[Case]:
 
 
 CATALOGUE = (core_config, core_env, core_results, core_cache, core_checks, core_show, core_bench,
-             core_viz, core_compat_validate, data_augment, data_datasets, nets_models, nets_train,
+             core_viz, core_compat_validate, core_launch, data_augment, data_datasets, nets_models, nets_train,
              methods_amp, methods_distill, methods_pruning, methods_quantize, methods_fixmatch,
              methods_diffusion, methods_stable_diffusion, deploy_onnx_export, data_augment_affine,
              methods_mixup, methods_imbalance, data_tables, methods_quality, data_versioning,
