@@ -9,11 +9,12 @@ NBMAKE := $(BIN)/python -m pytest --nbmake --nbmake-timeout=900 -p no:cacheprovi
 # A lab is labs/NN_topic.ipynb, or labs/NN_topic/NN_topic.ipynb when it has scripts beside it.
 LABS   := $(sort $(wildcard labs/[0-9][0-9]_*.ipynb labs/[0-9][0-9]_*/[0-9][0-9]_*.ipynb))
 
-.PHONY: setup lab test unit lint pins smoke cpu results sync docker docker-run mutants clean help
+.PHONY: setup lab serve test unit lint pins smoke cpu results sync docker docker-run mutants clean help
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make lab      set up .venv if missing, then serve JupyterLab on 127.0.0.1 (token on)"
+	@echo "make serve    set up .venv if missing, then serve the classify API on 127.0.0.1 (PORT=8000 by default)"
 	@echo "make test     set up .venv if missing, then lint, unit tests, labs at smoke and cpu scale, results report"
 	@echo "make smoke    run every lab at LAB_SCALE=smoke with the reference answers (quick loop)"
 	@echo "make results  run every lab at the current LAB_SCALE and render docs/results.md"
@@ -47,12 +48,19 @@ lab: setup
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=labs \
 		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
+# The model service (lab 16's app): on loopback only; the first start trains and exports the
+# default digits model into data/serving/models/ (a few seconds) when none is there yet.
+PORT ?= 8000
+serve: setup
+	$(BIN)/uvicorn app:app --app-dir labs/16_serving --host 127.0.0.1 --port $(PORT) --no-access-log
+
 sync: setup
 	$(BIN)/python tools/sync_labs.py
 
 lint: setup
 	$(BIN)/ruff check lablib tests tools labs conftest.py
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint docker/serving.Dockerfile
 
 # The Docker image and the conda environments install requirements/*.txt; resolve those pins
 # for Python 3.10 / Linux without installing them, so a broken pin fails here first.

@@ -9,7 +9,8 @@
   lablib.nets     models, train (the one training loop: `fit` with a pluggable step)
   lablib.methods  one module per technique: distill, pruning, amp, fixmatch, diffusion,
                   stable_diffusion, quantize, mixup, imbalance, quality
-  lablib.deploy   onnx_export (export, ONNX Runtime sessions, parity)
+  lablib.deploy   onnx_export (export, ONNX Runtime sessions, parity), serving (the classify
+                  service: model store, Starlette app, routing/canary/rollback, runner, load)
 
 What a lab teaches is written in the lab; lablib keeps the tested reference it is checked
 against, and the scaffolding no lab should rewrite. `show(fn)` prints any function's source.

@@ -6,7 +6,7 @@ One substitution, stated in the output: PyTorch's own index (download.pytorch.or
 reachable from CI, so `torch==2.5.1+cu121` resolves as PyPI's `torch==2.5.1`, the same release
 with the same Python dependencies (PyPI's Linux build targets CUDA 12.4 instead of 12.1).
 
-    python tools/check_pins.py            # both sets
+    python tools/check_pins.py            # every set
     python tools/check_pins.py cpu.txt    # one set
 """
 
@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SETS = ("gpu-cu121.txt", "cpu.txt")
+SETS = ("gpu-cu121.txt", "cpu.txt", "serving.txt")  # serving.txt: the model service's image
 TARGET = ["--python-version", "3.10", "--implementation", "cp", "--only-binary=:all:"]
 TARGET += [f"--platform={p}" for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64",
                                           "manylinux2014_x86_64", "manylinux1_x86_64", "linux_x86_64")]

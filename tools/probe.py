@@ -418,7 +418,17 @@ FIXTURES: dict[str, Callable[[], Any]] = {
     "schedulers": lambda: lab("lablib.methods.diffusion.make_schedulers")(),
     "dynamo": _warm_dynamo,
     "digits": lambda: lab("lablib.data.datasets.digits")(),
+    "serving_store": lambda: _make_serving_store(),
 }
+
+SERVING_META = {"classes": ["a", "b", "c"], "input_shape": [1, 8, 8], "preprocessing": {"invert": "auto"}}
+
+
+def _make_serving_store():
+    """A model store holding version v1: the fixture CNN (3 classes) exported to ONNX."""
+    root = FIXTURE_DIR / "serving-models"
+    lab("lablib.deploy.serving.save_model")("v1", fixture("onnx"), SERVING_META, root)
+    return root
 
 
 def fixture(name: str):
@@ -2093,13 +2103,158 @@ def methods_continual() -> list[Case]:
     return cases
 
 
+def deploy_serving() -> list[Case]:
+    """The model service: every bad argument is refused before a server starts; a request's bad
+    field is a RequestError (a ValueError) naming the field. Should a bad serve() call slip
+    through, subprocess.Popen is replaced in the worker, so no server starts."""
+    m = "lablib.deploy.serving."
+    store = V(lambda ctx: fixture("serving_store"))
+
+    def model(ctx):
+        return lab(m + "load_model")("v1", fixture("serving_store"))
+
+    def router(weights=None):
+        return lab(m + "Router")(weights or {"v1": 1.0})
+
+    def png_bytes(ctx, fmt="PNG"):
+        import io
+
+        from PIL import Image
+        buf = io.BytesIO()
+        Image.new("L", (8, 8)).save(buf, fmt)
+        return buf.getvalue()
+
+    def bomb(ctx):  # an 8x8 PNG whose header declares 20,000 x 20,000 pixels
+        import struct
+        import zlib
+        data = bytearray(png_bytes(ctx))
+        header = struct.pack(">II", 20_000, 20_000) + bytes(data[24:29])  # IHDR: size, then depth...
+        data[16:29] = header
+        data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + header))
+        return bytes(data)
+
+    cases = sweep(m + "inputs.from_base64", {}, {"image_base64": [None, 5, "", "no base64!", "YWJj*"]})
+    cases += sweep(m + "inputs.decode_image", {"data": V(png_bytes)}, {
+        "data": [None, "abc", b"", b"hello", at("<a GIF>", lambda ctx: png_bytes(ctx, fmt="GIF")),
+                 at("<a PNG of 20000x20000>", bomb, names=("data",))],
+        "size": [(0, 8), 8, (8,), ("8", 8), None], "invert": ["maybe", None]})
+    cases += sweep(m + "inputs.pixels_array", {"pixels": [[0.0] * 8] * 8, "shape": [1, 8, 8]}, {
+        "pixels": [None, "x", Bad("8x7", [[0.0] * 7] * 8), Bad("strings", [["0"] * 8] * 8),
+                   Bad("bools", [[True] * 8] * 8), Bad("NaN", [[NAN] * 8] * 8), Bad("2.0", [[2.0] * 8] * 8),
+                   Bad("ragged", [[0.0] * 8] * 7 + [[0.0]])],
+        "shape": [None, "1x8x8", [0, 8, 8], [1.5, 8, 8]]})
+    cases += sweep(m + "inputs.top_k", {"probs": [0.2, 0.5, 0.3], "classes": ["a", "b", "c"], "k": 2}, {
+        "probs": [[NAN, 0.5, 0.5], [0.5, 0.5]], "classes": [["a"], None, "abc"], "k": [0, 4, "2", 1.5, True, None]})
+    cases += sweep(m + "inputs.softmax", {"logits": [[1.0, 2.0]]}, {"logits": [[1.0, 2.0], [], "ab"]})
+    meta = dict(SERVING_META)
+    onnx = V(lambda ctx: fixture("onnx"))
+    cases += sweep(m + "save_model", {"version": "v2", "onnx_file": onnx, "meta": meta,
+                                      "root": V(lambda ctx: ctx.dir / "store")}, {
+        "version": [None, "", "../v2", "v 2", ".hidden", 2],
+        "onnx_file": [missing("nope.onnx", "onnx_file"), None,
+                      at("<not a model>", lambda ctx: write_file(ctx, "x.onnx", "hello"), names=("onnx_file", "x.onnx"))],
+        "meta": [None, {}, Bad("one class", {**meta, "classes": ["a"]}, names=("meta", "classes")),
+                 Bad("classes a, a, b", {**meta, "classes": ["a", "a", "b"]}, names=("meta", "classes")),
+                 Bad("input 1x16x16", {**meta, "input_shape": [1, 16, 16]}, names=("meta", "input_shape")),
+                 Bad("input 8x8", {**meta, "input_shape": [8, 8]}, names=("meta", "input_shape")),
+                 Bad("accuracy 1.5", {**meta, "accuracy": 1.5}, names=("meta", "accuracy")),
+                 Bad("output softmax", {**meta, "output": "softmax"}, names=("meta", "output")),
+                 Bad("preprocessing None", {**meta, "preprocessing": None}, names=("meta", "preprocessing")),
+                 Bad("4 classes for a 3-class model", {**meta, "classes": ["a", "b", "c", "d"]}, names=("meta", "classes"))],
+        "replace": ["yes"], "root": [3, a_file("store.txt", "root")]}, needs=("onnx",))
+    cases += [case(m + "save_model", "version=<exists>", lambda ctx: ctx.fn("v1", fixture("onnx"), meta, fixture("serving_store")),
+                   ("version", "v1"), needs=("serving_store",))]
+    cases += sweep(m + "load_model", {"version": "v1", "root": store}, {
+        "version": ["v9", None, "../v1"], "threads": [0, "1", 1.5, None],
+        "root": [missing("nowhere", "root"), a_file("store.txt", "root")]}, needs=("serving_store",))
+    cases += sweep(m + "versions", {}, {"root": ["", 3, a_file("store.txt", "root")]})
+    cases += sweep(m + "default_model", {"version": "v1", "root": store}, {
+        "version": ["../v1", None], "epochs": pos_int(), "width": [0, "16"], "seed": [-1, "0"],
+        "force": ["yes"], "progress": [1]}, needs=("serving_store",))
+    cases += sweep(m + "Faulty", {"model": V(model)}, {
+        "model": [None, "v1"], "error_rate": fraction(-0.1), "delay_s": [-1, NAN, "1", 3600], "version": ["bad version"],
+        "seed": [-1]}, needs=("serving_store",))
+    cases += sweep(m + "Router", {"weights": {"v1": 0.5, "v2": 0.5}}, {
+        "weights": [None, {}, [("v1", 1)], {"v1": -1}, {"v1": 0}, {"v1": NAN}, {"v1": INF}, {"v1": "1"}, {"../v1": 1}, {1: 1}],
+        "stable": ["v9", 3], "seed": [-1, "0", 1.5]})
+    cases += [
+        case(m + "Router.set_weights", "weights=<without stable>", lambda ctx: ctx.fn(router(), {"v2": 1.0}), ("weights",)),
+        case(m + "Router.set_weights", "weights=[]", lambda ctx: ctx.fn(router(), []), ("weights",)),
+        case(m + "Router.set_weights", "reason=3", lambda ctx: ctx.fn(router(), {"v1": 1}, reason=3), ("reason",)),
+        case(m + "Router.choose", "user_id=3", lambda ctx: ctx.fn(router(), 3), ("user_id",)),
+        case(m + "Router.choose", "user_id=''", lambda ctx: ctx.fn(router(), ""), ("user_id",)),
+        case(m + "Router.rollback", "reason=''", lambda ctx: ctx.fn(router(), ""), ("reason",)),
+        case(m + "Router.promote", "version=None", lambda ctx: ctx.fn(router(), None), ("version",)),
+    ]
+    cases += sweep(m + "bucket", {}, {"user_id": [None, "", 3, b"alice"]})
+    cases += sweep(m + "Canary", {"router": V(lambda ctx: router()), "version": "v2"}, {
+        "router": [None, {"v1": 1}], "version": ["v1", None, "v 2"],
+        "steps": [(), (0.5, 0.25, 1.0), (0.05, 0.5), (0, 1.0), (0.5, 1.5), "0.5", (NAN, 1.0)]})
+    cases += sweep(m + "RollbackGuard", {"router": V(lambda ctx: router())}, {
+        "router": [None], "max_error_rate": [1.0, -0.1, NAN, "0.1"], "max_p99_s": [0, -1, NAN, INF, "0.2"],
+        "window": [0, 1.5, "200"], "min_requests": [0, 1000, "20"]})
+    guard = V(lambda ctx: lab(m + "RollbackGuard")(router({"v1": 0.5, "v2": 0.5})))
+    cases += [
+        case(m + "RollbackGuard.observe", f"{arg}={short(v)}",
+             lambda ctx, arg=arg, v=v: ctx.fn(guard.make(ctx), **{"version": "v2", "latency_s": 0.01, "ok": True, arg: v}), (arg,))
+        for arg, v in [("latency_s", NAN), ("latency_s", -1.0), ("latency_s", "0.1"), ("ok", "yes"), ("ok", 1),
+                       ("version", None), ("version", "../v2")]]
+    app_base = {"models": V(model)}
+    cases += sweep(m + "make_app", app_base, {
+        "models": [None, [], {}, "v1", [1, 2]], "weights": [{"v9": 1.0}, {"v1": -1}], "stable": ["v9"],
+        "framework": ["flask", None], "max_body": [0, "1MB", 1.5], "admin": ["yes"], "offload": [1],
+        "guard": ["yes", None], "router": ["v1"]}, needs=("serving_store",))
+    from_env = m + "from_env"
+    env_base = V(lambda ctx: {"SERVING_MODELS": str(fixture("serving_store"))})
+    for var, bad in [("SERVING_WEIGHTS", "v1=a"), ("SERVING_WEIGHTS", "v9"), ("SERVING_WEIGHTS", "v1=-1"),
+                     ("SERVING_THREADS", "x"), ("SERVING_THREADS", "0"), ("SERVING_MAX_BODY", "1MB"),
+                     ("SERVING_FRAMEWORK", "flask"), ("SERVING_ADMIN", "yes"), ("SERVING_STABLE", "v9")]:
+        cases.append(case(from_env, f"{var}={bad}", lambda ctx, var=var, bad=bad: ctx.fn({**env_base.make(ctx), var: bad}),
+                          (var, "weights"), needs=("serving_store",)))
+    cases.append(case(from_env, "SERVING_MODELS=<empty folder>",
+                      lambda ctx: ctx.fn({"SERVING_MODELS": str(folder(ctx, "empty"))}), ("SERVING_MODELS", "empty")))
+    cases += sweep(m + "app.parse_weights", {"text": "v1=1"}, {"text": [None, "", "v1=a", 3]}, aliases={"text": ("weights",)})
+
+    def no_server(call):
+        def guarded_call(ctx):
+            import subprocess
+
+            def refuse(*args, **kwargs):
+                raise RuntimeError("the bad call got as far as starting uvicorn")
+
+            subprocess.Popen = refuse
+            return call(ctx)
+        return guarded_call
+
+    serve_cases = sweep(m + "serve", {"models": store}, {
+        "host": ["0.0.0.0", "::", "192.168.1.10", "example.com", "", None],
+        "port": [0, 70_000, "8000", 2.5], "app": ["no_colon", None], "framework": ["flask"],
+        "models": [missing("nowhere", "models"), a_file("m.txt", "models")], "weights": [{}, {"v1": -1}, "v1"],
+        "workers": [0, 100, "2"], "timeout_s": positive(-1, INF), "threads": [0, "1"], "max_body": [0],
+        "allow_public": ["yes"], "env": [{"A": 1}, ["A=1"]],
+        "app_dir": [missing("nowhere", "app_dir"), a_file("app.py", "app_dir")]}, needs=("serving_store",))
+    for c in serve_cases:
+        c.call = no_server(c.call)
+    cases += serve_cases
+    cases += sweep(m + "load", {"url": "http://127.0.0.1:9", "payloads": None, "path": "/health", "n": 1}, {
+        "url": [None, "127.0.0.1:9", "https://127.0.0.1:9", "http://10.1.2.3:80", "http://127.0.0.1"],
+        "payloads": [{"pixels": []}, [], b"{}", ["text"]], "concurrency": [0, 5000, "8", None],
+        "n": [0, -1, "10", 10**9], "duration_s": [0, -1, NAN, 1e6], "path": ["health", None],
+        "timeout_s": [0, NAN], "keep_bodies": ["yes"]})
+    cases.append(case(m + "load", "n=None, duration_s=None",
+                      lambda ctx: ctx.fn("http://127.0.0.1:9", None, path="/health"), ("n", "duration_s")))
+    cases += sweep(m + "percentile", {"values": [1.0, 2.0], "q": 50}, {
+        "values": [None, [NAN], [-1.0], ["1"]], "q": [101, -1, NAN, "50"]})
+    return cases
+
+
 CATALOGUE = (core_config, core_env, core_results, core_cache, core_checks, core_show, core_bench,
              core_viz, core_compat_validate, core_launch, data_augment, data_datasets, nets_models, nets_train,
              methods_amp, methods_distill, methods_pruning, methods_quantize, methods_fixmatch,
              methods_diffusion, methods_stable_diffusion, deploy_onnx_export, data_augment_affine,
              methods_mixup, methods_imbalance, data_tables, methods_quality, data_versioning,
              methods_tuning, methods_monitoring, methods_efficient, methods_transfer,
-             methods_continual)
+             methods_continual, deploy_serving)
 
 
 def catalogue() -> list[Case]:

@@ -16,7 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
+
+# torch is optional for this module: the model service's image (docker/serving.Dockerfile)
+# runs ONNX Runtime without torch, and lablib.deploy.serving imports this module.
+try:
+    import torch
+except ImportError:
+    torch = None
 
 from lablib.core import config
 from lablib.core.validate import path as as_path
@@ -135,7 +141,7 @@ def fingerprint(*tensors: torch.Tensor) -> str:
 def _setting(value) -> str:
     """How json writes a setting it has no type for: a tensor or array by its content (str()
     elides the middle of a big one, so two different tensors would get one key)."""
-    if isinstance(value, torch.Tensor):
+    if torch is not None and isinstance(value, torch.Tensor):
         return f"tensor {tuple(value.shape)} {value.dtype} {fingerprint(value)}"
     if isinstance(value, np.ndarray) and value.dtype != object:
         digest = hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:12]

@@ -15,7 +15,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
+
+# torch is optional for this module: the model service's image (docker/serving.Dockerfile)
+# runs ONNX Runtime without torch, and lablib.deploy.serving imports this module.
+try:
+    import torch
+except ImportError:
+    torch = None
 
 from lablib.core.validate import integer
 from lablib.core.validate import path as as_path
@@ -88,7 +94,7 @@ def threads() -> int | None:
     return int(value)
 
 
-if threads() is not None:  # applied once, when the first lab imports lablib
+if threads() is not None and torch is not None:  # applied once, when the first lab imports lablib
     torch.set_num_threads(threads())
 
 
@@ -96,7 +102,7 @@ def scale() -> str:
     """The active scale: LAB_SCALE if set, else "gpu" when CUDA is present, else "cpu"."""
     value = os.environ.get("LAB_SCALE", "").strip().lower()
     if not value:
-        return "gpu" if torch.cuda.is_available() else "cpu"
+        return "gpu" if torch is not None and torch.cuda.is_available() else "cpu"
     if value not in SCALES:
         raise ValueError(f"LAB_SCALE={value!r} is not a scale; use one of {', '.join(SCALES)}")
     return value

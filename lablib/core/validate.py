@@ -8,8 +8,13 @@ import numbers
 import os
 from pathlib import Path
 
-import torch
-from torch import nn
+# torch is optional for this module: the model service's image (docker/serving.Dockerfile)
+# runs ONNX Runtime without torch, and lablib.deploy.serving imports this module.
+try:
+    import torch
+    from torch import nn
+except ImportError:
+    torch = nn = None
 
 
 def positive_int(name: str, value) -> int:
@@ -54,7 +59,7 @@ def series(name: str, values, finite: bool = False) -> list[float]:
         values = values.reshape(-1).tolist()
     out = []
     for i, v in enumerate(values):
-        if isinstance(v, torch.Tensor) and v.numel() == 1:
+        if torch is not None and isinstance(v, torch.Tensor) and v.numel() == 1:
             v = v.item()
         if isinstance(v, bool) or not isinstance(v, numbers.Real):
             raise TypeError(f"{name}[{i}] must be a number, got {type(v).__name__} {v!r}")
