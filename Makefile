@@ -9,12 +9,13 @@ NBMAKE := $(BIN)/python -m pytest --nbmake --nbmake-timeout=900 -p no:cacheprovi
 # A lab is labs/NN_topic.ipynb, or labs/NN_topic/NN_topic.ipynb when it has scripts beside it.
 LABS   := $(sort $(wildcard labs/[0-9][0-9]_*.ipynb labs/[0-9][0-9]_*/[0-9][0-9]_*.ipynb))
 
-.PHONY: setup lab serve test unit lint pins smoke cpu results sync docker docker-run mutants clean help
+.PHONY: setup deepspeed lab serve test unit lint pins smoke cpu results sync docker docker-run mutants clean help
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make lab      set up .venv if missing, then serve JupyterLab on 127.0.0.1 (token on)"
 	@echo "make serve    set up .venv if missing, then serve the classify API on 127.0.0.1 (PORT=8000 by default)"
+	@echo "make deepspeed  add DeepSpeed to .venv (lab 15's ZeRO-3 section; make test does it too)"
 	@echo "make test     set up .venv if missing, then lint, unit tests, labs at smoke and cpu scale, results report"
 	@echo "make smoke    run every lab at LAB_SCALE=smoke with the reference answers (quick loop)"
 	@echo "make results  run every lab at the current LAB_SCALE and render docs/results.md"
@@ -31,6 +32,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c $(CONSTRAINTS) -e ".[dev]"
 	$(BIN)/python -c 'import torch, lablib; print("installed torch", torch.__version__)'
+	touch $@
+
+# Opt-in for make lab (lab 15 skips its DeepSpeed section without it); make test installs it so
+# CI runs that section. Source install: see requirements/deepspeed.txt for why these flags.
+deepspeed: $(VENV)/.deepspeed
+
+$(VENV)/.deepspeed: $(VENV)/.installed requirements/deepspeed.txt
+	DS_BUILD_OPS=0 $(PIP) install -q -c $(CONSTRAINTS) --no-build-isolation -r requirements/deepspeed.txt
+	$(BIN)/python -c 'import deepspeed; print("installed deepspeed", deepspeed.__version__)'
 	touch $@
 
 IMAGE ?= ai-eng-lab
@@ -89,7 +99,7 @@ results: setup
 	$(NBMAKE) $(LABS)
 	$(BIN)/python -m lablib.core.results
 
-test: lint pins unit smoke cpu
+test: deepspeed lint pins unit smoke cpu
 
 # Small deliberate bugs in the safety-critical code, each run against its tests (about 30 min;
 # report in data/mutants/report.json). Not part of `make test`. MUTANTS_ARGS=--named-only is quick.

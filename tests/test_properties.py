@@ -32,6 +32,7 @@ from lablib.methods import (
     amp,
     continual,
     distill,
+    distributed,
     efficient,
     fixmatch,
     imbalance,
@@ -510,3 +511,34 @@ def test_fisher_of_a_linear_softmax_model_is_its_closed_form(n, d, k, empirical,
     f = continual.fisher_diagonal(model, x, y if empirical else None, batch_size=int(torch.randint(1, 13, (1,), generator=g)))
     assert torch.allclose(f["weight"], (r2[:, :, None] * x[:, None, :] ** 2).mean(0), atol=1e-10)
     assert torch.allclose(f["bias"], r2.mean(0), atol=1e-10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 8), st.lists(st.integers(0, 5), max_size=3), st.booleans(), st.integers(0, 2**16))
+def test_ring_allreduce_is_the_sum_on_every_rank_for_any_ranks_and_shape(n, shape, integers, seed):
+    g = torch.Generator().manual_seed(seed)
+    ts = ([torch.randint(-10**6, 10**6, shape, generator=g) for _ in range(n)] if integers
+          else [torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(n)])
+    ring, total = distributed.ring_allreduce(ts), sum(ts[1:], ts[0])
+    assert len(ring) == n
+    for r in ring:  # integers exactly; floats up to the order of the additions
+        assert r.shape == total.shape and r.dtype == total.dtype
+        assert torch.equal(r, total) if integers else torch.allclose(r, total, rtol=1e-12, atol=1e-12)
+    chunks = distributed.reduce_scatter_sum(ts)  # ...and its first half hands rank r chunk r of the sum
+    assert torch.equal(torch.cat(chunks), distributed.allreduce_sum(ts)[0].reshape(-1))
+
+
+@given(st.integers(1, 10**12), st.integers(1, 4096), st.sampled_from([distributed.FP32_ADAM, distributed.MIXED_ADAM]))
+def test_zero_bytes_never_grow_with_the_stage_and_the_shards_add_up_to_at_least_the_whole(n_params, n_ranks, precision):
+    per_stage = [distributed.zero_bytes(n_params, n_ranks, s, precision=precision) for s in range(4)]
+    for before, after in zip(per_stage[:-1], per_stage[1:], strict=True):
+        assert all(after[k] <= before[k] for k in before)
+    full = per_stage[0]
+    assert full["total"] == n_params * precision.total
+    for stage, held in enumerate(per_stage):
+        assert held["total"] == held["params"] + held["grads"] + held["optimizer"]
+        assert n_ranks * held["total"] >= full["total"]  # sharding spreads the bytes, never loses any
+        saving = distributed.zero_saving(n_params, n_ranks, stage, precision=precision)
+        assert 0 <= saving <= 1 - 1 / n_ranks + 1e-12
+    if n_ranks == 1:
+        assert all(held == full for held in per_stage)

@@ -2103,6 +2103,48 @@ def methods_continual() -> list[Case]:
     return cases
 
 
+def methods_distributed() -> list[Case]:
+    m = "lablib.methods.distributed."
+    ranks = V(lambda ctx: [randn(3, 2), randn(3, 2, seed=1)])
+    bad_ranks = [None, "ab", [], [1.0, 2.0], made("a tensor", lambda: randn(3)),
+                 made("shapes differ", lambda: [randn(3), randn(4)]), made("dtypes differ", lambda: [randn(3), randn(3).double()]),
+                 made("bool", lambda: [torch.ones(2, dtype=torch.bool)]), made("a dict", lambda: {0: randn(3)})]
+    cases = []
+    for fn in ("allreduce_sum", "reduce_scatter_sum", "ring_allreduce"):
+        cases += sweep(m + fn, {"tensors": ranks}, {"tensors": bad_ranks})
+    cases += sweep(m + "ring_traffic", {"n_ranks": 4, "n_bytes": 1000}, {
+        "n_ranks": [0, -1, 2.5, "4", None, True], "n_bytes": [-1, NAN, INF, "10", None, True],
+    })
+
+    def grads(*shapes):
+        return [{"w": randn(*s, seed=i), "b": randn(2, seed=i)} for i, s in enumerate(shapes)]
+
+    cases += sweep(m + "average_gradients", {"grads": V(lambda ctx: grads((2, 2), (2, 2)))}, {
+        "grads": [None, [], "ab", made("a dict", lambda: grads((2, 2))[0]), [{"w": 1.0}],
+                  made("keys differ", lambda: [{"w": randn(2)}, {"v": randn(2)}]), made("shapes differ", lambda: grads((2, 2), (3, 2))),
+                  made("dtypes differ", lambda: [{"w": randn(2)}, {"w": randn(2).double()}]),
+                  made("bool", lambda: [{"w": torch.ones(2, dtype=torch.bool)}])],
+    })
+    zero = {"n_params": 1000, "n_ranks": 4, "stage": 3}
+    bad_zero = {"n_params": [0, -5, 1.5, "1000", None, True, NAN], "n_ranks": [0, -1, 2.5, "4", None],
+                "stage": [-1, 4, 1.5, "3", None, True], "precision": ["fp32", None, {"params": 4, "grads": 4, "optimizer": 8}]}
+    cases += sweep(m + "zero_bytes", zero, bad_zero)
+    cases += sweep(m + "zero_saving", zero, bad_zero)
+    cases += sweep(m + "Precision", {"name": "fp32", "params": 4, "grads": 4, "optimizer": 8}, {
+        "name": [None, 3], "params": [-1, NAN, INF, "4", None, True], "grads": [-0.5, "2"], "optimizer": [INF, None],
+    })
+    cases += sweep(m + "model_state_bytes", {"model": V(lambda ctx: mlp()), "optimizer": None}, {
+        "model": [None, "net", made("a state dict", lambda: mlp().state_dict())],
+        "optimizer": ["adam", {"lr": 1e-3}, made("a model", lambda: mlp())],
+    })
+    state = {"a": V(lambda ctx: {"w": randn(2, 2), "b": randn(2)}), "b": V(lambda ctx: {"w": randn(2, 2, seed=1), "b": randn(2, seed=1)})}
+    cases += sweep(m + "max_difference", state, {
+        "a": [None, [1.0], {}, {"w": 1.0}], "b": [None, "b", made("keys differ", lambda: {"w": randn(2, 2)}),
+                                                  made("w (2, 3)", lambda: {"w": randn(2, 3), "b": randn(2)})],
+    })
+    return cases
+
+
 def deploy_serving() -> list[Case]:
     """The model service: every bad argument is refused before a server starts; a request's bad
     field is a RequestError (a ValueError) naming the field. Should a bad serve() call slip
@@ -2254,7 +2296,7 @@ CATALOGUE = (core_config, core_env, core_results, core_cache, core_checks, core_
              methods_diffusion, methods_stable_diffusion, deploy_onnx_export, data_augment_affine,
              methods_mixup, methods_imbalance, data_tables, methods_quality, data_versioning,
              methods_tuning, methods_monitoring, methods_efficient, methods_transfer,
-             methods_continual, deploy_serving)
+             methods_continual, methods_distributed, deploy_serving)
 
 
 def catalogue() -> list[Case]:

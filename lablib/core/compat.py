@@ -58,3 +58,13 @@ def torch_load(path, map_location="cpu"):
                          "(torch.load(..., weights_only=False) runs its code: only for a file you trust)") from exc
     except (RuntimeError, EOFError) as exc:
         raise ValueError(f"{str(path)!r} could not be loaded (empty, truncated, not a checkpoint?): {exc}") from exc
+
+
+def fsdp2():
+    """FSDP2's two entry points, (fully_shard, MixedPrecisionPolicy). torch >= 2.6 exports them
+    from torch.distributed.fsdp; torch 2.5 only from torch.distributed._composable.fsdp."""
+    try:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    except ImportError:  # pragma: no cover - torch 2.5
+        from torch.distributed._composable.fsdp import MixedPrecisionPolicy, fully_shard
+    return fully_shard, MixedPrecisionPolicy
