@@ -2287,6 +2287,66 @@ def deploy_serving() -> list[Case]:
                       lambda ctx: ctx.fn("http://127.0.0.1:9", None, path="/health"), ("n", "duration_s")))
     cases += sweep(m + "percentile", {"values": [1.0, 2.0], "q": 50}, {
         "values": [None, [NAN], [-1.0], ["1"]], "q": [101, -1, NAN, "50"]})
+    # the serving lab's additions: one image's answer, the rollback rule, batching, robustness, the gate
+    cases += sweep(m + "respond", {"logits": [1.0, 2.0, 3.0], "classes": ["a", "b", "c"], "k": 2, "version": "v1"}, {
+        "logits": [[[1.0, 2.0, 3.0]], [NAN, 1.0, 2.0], [INF, 1.0, 2.0], "abc"], "classes": [["a"], None],
+        "k": [0, 4, "2", True], "version": [None, "", 3]})
+    window = {"n": 30, "error_rate": 0.1, "p99_s": 0.01}
+    cases += sweep(m + "breaches", {"stats": window, "max_error_rate": 0.05, "max_p99_s": 0.2, "min_requests": 20}, {
+        "stats": [None, {"n": 30}, Bad("n=-1", {**window, "n": -1}, names=("n", "stats")),
+                  Bad("error_rate=1.5", {**window, "error_rate": 1.5}, names=("error_rate", "stats")),
+                  Bad("p99_s='1'", {**window, "p99_s": "1"}, names=("p99_s", "stats"))],
+        "max_error_rate": fraction(-0.1), "max_p99_s": [0, -1, NAN, "0.2"], "min_requests": [0, 1.5, "20"]})
+    cases += sweep(m + "MicroBatcher", {"predict": lambda x: x}, {
+        "predict": [None, 3], "max_batch": pos_int(), "max_wait_s": [-1, NAN, "0.01", 100], "offload": ["yes", 1]})
+
+    async def ping(x):
+        return x
+
+    cases += sweep(m + "closed_loop", {"call": ping, "inputs": [1, 2], "n": 2}, {
+        "call": [None, 3, Bad("<not async>", lambda x: x, names=("call", "async"))], "inputs": [[], None, "ab", {}],
+        "concurrency": [0, 5000, "8"], "n": pos_int(), "setup": [3]})
+
+    def asgi_case(label, kwargs, names):
+        def call(ctx):
+            import asyncio
+            return asyncio.run(ctx.fn(**{"app": lab(m + "make_app")(model(ctx)), "body": b"{}", **kwargs}))
+        return case(m + "asgi_post", label, call, names, needs=("serving_store",))
+
+    cases += [asgi_case("app=None", {"app": None}, ("app",)), asgi_case("body=<a dict>", {"body": {}}, ("body",)),
+              asgi_case("body='{}'", {"body": "{}"}, ("body",)), asgi_case("path='api'", {"path": "api"}, ("path",)),
+              asgi_case("content_type=None", {"content_type": None}, ("content_type",))]
+    r = m + "robustness."
+    images = V(lambda ctx: __import__("numpy").zeros((2, 1, 8, 8), dtype="float32"))
+    cases += sweep(r + "corrupt", {"x": images, "kind": "noise", "severity": 0.1}, {
+        "x": [None, "img", [[0.0]], made("ints", lambda: __import__("numpy").zeros((2, 1, 8, 8), dtype="int64")),
+              made("(8, 8)", lambda: __import__("numpy").zeros((8, 8), dtype="float32"))],
+        "kind": ["rain", None], "severity": [-0.1, NAN, "0.1", None, 100.0], "seed": [-1, "0"]})
+    cases += [case(r + "corrupt", "kind=occlusion, severity=1.5", lambda ctx: ctx.fn(images.make(ctx), "occlusion", 1.5), ("severity",)),
+              case(r + "corrupt", "kind=shift, severity=0.5", lambda ctx: ctx.fn(images.make(ctx), "shift", 0.5), ("severity",))]
+    cases += sweep(r + "accuracy", {"model": V(model), "x": images, "y": [0, 1]}, {
+        "model": [None, "v1"], "x": [None, "img"], "y": [None, [0], [0.5, 1.5], "01", [[0, 1]]], "batch_size": [0, "8"]},
+        needs=("serving_store",))
+    cases += sweep(r + "curves", {"model": V(model), "x": images, "y": [0, 1]}, {
+        "kinds": [[("noise", (0.1,))], "noise", {}, {"rain": (0.1,)}, {"noise": (-1,)}], "seed": [-1]}, needs=("serving_store",))
+    cases += sweep(r + "score", {"measured": {"noise": [(0.0, 0.9), (0.1, 0.8)]}}, {
+        "measured": [None, {}, [("noise", 0.1)], {"noise": [(0.0, 0.9)]}]})
+    g = m + "gate."
+    metrics = {"accuracy": 0.9, "robustness": 0.7, "p99_ms": 0.2, "size_kb": 60.0}
+    cases += sweep(g + "decide", {"current": metrics, "candidate": metrics}, {
+        "current": [None, {"accuracy": 0.9}, Bad("accuracy=NaN", {**metrics, "accuracy": NAN}, names=("accuracy", "current"))],
+        "candidate": [None, [0.9], Bad("p99_ms=-1", {**metrics, "p99_ms": -1}, names=("p99_ms", "candidate")),
+                      Bad("size_kb='60'", {**metrics, "size_kb": "60"}, names=("size_kb", "candidate"))],
+        "rules": [{"max_accuracy_drop": 0.01}, "strict"]})
+    cases += sweep(g + "Rules", {}, {
+        "max_accuracy_drop": fraction(-0.1), "max_robustness_drop": fraction(-0.1), "max_p99_ratio": [0.5, NAN, INF, "2"],
+        "p99_slack_ms": [-1, NAN, "1"], "max_size_ratio": [0.5, NAN, "2"]})
+    cases += sweep(g + "measure", {"models": V(lambda ctx: {"v1": model(ctx)}), "x": images, "y": [0, 1], "latency_n": 2}, {
+        "models": [None, {}, {"v1": "model"}, [1]], "x": [None, "img"], "y": [[0], None], "latency_n": pos_int(),
+        "seed": [-1], "rounds": pos_int()}, needs=("serving_store",))
+    cases += sweep(g + "as_dict", {}, {"decision": [None, {"promote": True}]})
+    cases += sweep(m + "default_model", {"version": "v1", "root": store}, {
+        "noise": [-0.1, NAN, "0.2", 2.0], "shift": [-1, 1.5, "1", 9], "dynamo": ["no", 1]}, needs=("serving_store",))
     return cases
 
 

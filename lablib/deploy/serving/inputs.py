@@ -7,6 +7,7 @@
   pixels_array(pixels, shape)  a raw pixel array (nested lists) of the model's shape -> float32
   softmax(logits)         probabilities, row by row
   top_k(probs, classes, k)  the k most probable labels, descending, as [{"label", "probability"}]
+  respond(logits, classes, k, version)  one image's whole answer: softmax, top-k, version
 """
 
 from __future__ import annotations
@@ -138,6 +139,24 @@ def top_k(probs, classes, k: int) -> list[dict]:
     k = integer("k", k, 1, len(p))
     order = np.argsort(-p, kind="stable")[:k]
     return [{"label": classes[i], "probability": float(p[i])} for i in order]
+
+
+def respond(logits, classes, k: int, version: str) -> dict:
+    """The service's answer for one image from the model's raw scores `logits` (K,): softmax,
+    then the top `k` labels with their probabilities, most probable first, and the version:
+    {"version": ..., "predictions": [{"label": ..., "probability": ...}, ...]}."""
+    if not isinstance(version, str) or not version:
+        raise TypeError(f"version must be the model version's name (a str), got {version!r}")
+    try:
+        z = np.asarray(logits, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"logits must be numbers, one per class, got {type(logits).__name__} {logits!r}"[:200]) from None
+    if z.ndim != 1:
+        raise ValueError(f"logits must be one image's scores, shape (classes,), got shape {z.shape}")
+    if not np.isfinite(z).all():
+        raise ValueError("logits holds NaN or infinite values")
+    e = np.exp(z - z.max())  # float64 throughout (softmax() rounds to float32, where tiny probabilities tie at 0)
+    return {"version": version, "predictions": top_k(e / e.sum(), classes, k)}
 
 
 def _size(size) -> tuple[int, int]:

@@ -7,6 +7,7 @@ a canary ramp, and an automatic rollback.
                             process and run (Python's hash() of a str is salted per process)
   Canary(router, version)   the ramp 5 % -> 25 % -> 100 %: advance() moves one step, and the last
                             step promotes the canary to stable
+  breaches(stats, ...)      the rollback rule: which thresholds a window's stats break
   RollbackGuard(router)     sliding windows of latency and errors per version; when the canary's
                             error rate or p99 passes its threshold, everything goes back to the
                             stable version and the reason is recorded
@@ -226,13 +227,7 @@ class RollbackGuard:
             if version == self.router.stable or self.router.weights.get(version, 0.0) == 0.0:
                 return None
             stats = self._stats(seen)
-            if stats["n"] < self.min_requests:
-                return None
-            broken = []
-            if stats["error_rate"] > self.max_error_rate:
-                broken.append(f"error rate {stats['error_rate']:.1%} > {self.max_error_rate:.1%}")
-            if stats["p99_s"] > self.max_p99_s:
-                broken.append(f"p99 {stats['p99_s'] * 1e3:.1f} ms > {self.max_p99_s * 1e3:.1f} ms")
+            broken = breaches(stats, self.max_error_rate, self.max_p99_s, self.min_requests)
             if not broken:
                 return None
             seen.clear()  # a fresh window if the version is tried again
@@ -249,6 +244,28 @@ class RollbackGuard:
         """{version: {"n", "error_rate", "p99_s"}} over each version's current window."""
         with self._lock:
             return {v: self._stats(s) for v, s in self._seen.items() if s}
+
+
+def breaches(stats: dict, max_error_rate: float, max_p99_s: float, min_requests: int) -> list[str]:
+    """The rollback rule: which thresholds a version's window `stats` ({"n", "error_rate",
+    "p99_s"}) breaks, as reasons ([] when none does, or when the window holds fewer than
+    `min_requests` requests: too few to judge). Errors and p99 are compared strictly (>)."""
+    if not isinstance(stats, dict) or not {"n", "error_rate", "p99_s"} <= set(stats):
+        raise TypeError(f"stats must be a dict with n, error_rate and p99_s, got {stats!r}")
+    n = integer("stats['n']", stats["n"], 0)
+    error_rate = real("stats['error_rate']", stats["error_rate"], 0, 1)
+    max_error_rate = real("max_error_rate", max_error_rate, 0, 1)
+    max_p99_s = real("max_p99_s", max_p99_s, 0, math.inf, low_open=True)
+    if n < integer("min_requests", min_requests, 1):
+        return []
+    p99 = stats["p99_s"]
+    p99 = real("stats['p99_s']", p99, 0) if not (isinstance(p99, float) and math.isnan(p99)) else p99
+    broken = []
+    if error_rate > max_error_rate:
+        broken.append(f"error rate {error_rate:.1%} > {max_error_rate:.1%}")
+    if p99 > max_p99_s:  # NaN (no latency yet) compares False: not a breach
+        broken.append(f"p99 {p99 * 1e3:.1f} ms > {max_p99_s * 1e3:.1f} ms")
+    return broken
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:

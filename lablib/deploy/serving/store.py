@@ -204,16 +204,30 @@ def load_model(version: str, root=None, threads: int = 1) -> Model:
 
 
 def default_model(version: str = "v1", root=None, *, epochs: int = 10, width: int = 16, seed: int = 0,
-                  force: bool = False, progress: bool = False) -> Path:
+                  noise: float = 0.0, shift: int = 0, dynamo: bool | None = None, force: bool = False,
+                  progress: bool = False) -> Path:
     """The store's folder of `version`, trained and exported first unless it is already there:
     lablib's SmallCNN on scikit-learn's 8x8 digits (no download), `epochs` epochs with the one
     training loop, exported with onnx_export (symbolic batch), its test accuracy measured with
-    ONNX Runtime on the exported file. A few seconds on 2 cores. force=True trains again."""
+    ONNX Runtime on the exported file. A few seconds on 2 cores. force=True trains again.
+
+    noise: the standard deviation of Gaussian noise added to every training batch (pixels
+    clipped to [0, 1]): a cheap robustness augmentation; 0 trains on the clean images.
+    shift: also shift every training image by a random whole number of pixels in [-shift,
+    shift] each way (lablib.data.augment.weak); 0: no shift.
+    dynamo: the exporter (None: torch's default; False: the TorchScript one, much quicker to
+    export a model this small)."""
+    from lablib.core.validate import real
+
     version = check_version(version)
     folder = _root(root) / version
     integer("epochs", epochs, 1, 1000)
     integer("width", width, 1, 1024)
     integer("seed", seed, 0)
+    noise = real("noise", noise, 0, 1)
+    shift = integer("shift", shift, 0, 4)
+    if dynamo is not None and not isinstance(dynamo, bool):
+        raise TypeError(f"dynamo must be True, False or None (torch's default), got {dynamo!r}")
     for name, flag in (("force", force), ("progress", progress)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
@@ -224,16 +238,26 @@ def default_model(version: str = "v1", root=None, *, epochs: int = 10, width: in
     except ImportError:
         raise RuntimeError(f"no model {version!r} in {str(folder.parent)!r}, and torch is not installed to "
                            "train one: export the model where torch is, then copy the folder here") from None
-    from lablib.data import datasets
+    from lablib.data import augment, datasets
     from lablib.deploy import onnx_export
     from lablib.nets import models, train
 
     config.seed_everything(seed)
     splits = datasets.digits()  # the fixed split every lab uses (seed 0)
     model = models.SmallCNN(width=width)
+    noise_gen = torch.Generator().manual_seed(seed)
+
+    def augmented(model, batch):  # the default step on a shifted, noisy copy of the batch
+        x, y = batch
+        if shift:
+            x = augment.weak(x, shift, generator=noise_gen)
+        x = (x + noise * torch.randn(x.shape, generator=noise_gen)).clamp(0, 1)
+        return train.classify(model, (x, y))
+
     start = time.perf_counter()
     train.fit(model, datasets.loader(splits.train, batch_size=32, shuffle=True, seed=seed), epochs=epochs,
-              lr=3e-3, schedule="cosine", device="cpu", progress=progress, desc=f"train {version}")
+              lr=3e-3, schedule="cosine", device="cpu", progress=progress, desc=f"train {version}",
+              **({"step": augmented} if noise or shift else {}))
     train_s = time.perf_counter() - start
     model.eval()
     test_x, test_y = splits.test.x.numpy(), splits.test.y.numpy()
@@ -241,13 +265,13 @@ def default_model(version: str = "v1", root=None, *, epochs: int = 10, width: in
             "output": "logits", "preprocessing": DIGITS_PREPROCESSING,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "trained": {"model": f"SmallCNN(width={width})", "data": "sklearn digits, train split",
-                        "epochs": epochs, "batch_size": 32, "lr": 3e-3, "seed": seed,
+                        "epochs": epochs, "batch_size": 32, "lr": 3e-3, "seed": seed, "noise": noise, "shift": shift,
                         "seconds": round(train_s, 2), "torch": torch.__version__},
             "accuracy_data": f"sklearn digits, test split ({len(test_y)} images)"}
 
     def fill(target: Path) -> None:
         with onnx_export.quiet():  # the exporter's progress lines and warnings, collected
-            onnx_export.onnx_export(model, splits.test.x[:2], target)
+            onnx_export.onnx_export(model, splits.test.x[:2], target, dynamo=dynamo)
         # the accuracy of the file that will be served, measured with ONNX Runtime
         probs = Model(target.parent, version=version, meta=meta).predict(test_x)
         meta["accuracy"] = float((probs.argmax(axis=1) == test_y).mean())
