@@ -95,6 +95,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -260,7 +261,8 @@ def chunked(url, n_bytes, path="/api/v1/classify"):
         return int(s.recv(4096).split(b" ", 2)[1])
 
 
-digit, label = test_x[0], int(test_y[0])
+first_right = int(np.argmax(v1.predict(test_x).argmax(1) == test_y))  # a digit v1 gets right, to show a clean answer
+digit, label = test_x[first_right], int(test_y[first_right])
 body = {"image_base64": png_base64(digit), "top_k": 3}
 big_png = {"image_base64": png_base64(digit, size=256), "top_k": 1}
 jpeg = {"image_base64": png_base64(digit, fmt="JPEG"), "top_k": 1}
@@ -430,8 +432,11 @@ http_ms = by_level[1]["p50_ms"] - stages["Starlette app, in process (ASGI)"]
 table([{"layer": k, "p50 ms": v, "share of the served p50": v / by_level[1]["p50_ms"]} for k, v in stages.items()],
       title=f"One request, layer by layer (each row includes the rows above it where it contains them; the "
             f"measuring loop's {raw['nothing (the measuring loop)'] * 1e3:.0f} µs per call subtracted)")
-print(f"The model is {stages['model (ONNX Runtime)'] / by_level[1]['p50_ms']:.0%} of the served median; the web framework "
-      f"adds about {framework_ms:.2f} ms, uvicorn and HTTP on loopback about {http_ms:.2f} ms.")
+noise_ms = 0.05  # differences of medians below this are within what repeated runs of this cell vary by
+framework = (f"the web framework adds about {framework_ms:.2f} ms" if framework_ms > noise_ms else
+             f"the web framework's cost is within measurement noise here ({framework_ms:+.2f} ms)")
+print(f"The model is {stages['model (ONNX Runtime)'] / by_level[1]['p50_ms']:.0%} of the served median; {framework}; "
+      f"uvicorn and HTTP on loopback add about {http_ms:.2f} ms.")
 
 # %% [markdown]
 # ### Starlette or FastAPI?
@@ -445,15 +450,16 @@ print(f"The model is {stages['model (ONNX Runtime)'] / by_level[1]['p50_ms']:.0%
 table([{"framework": k, "p50 ms": s["p50_ms"], "p99 ms": s["p99_ms"], "requests/s": s["throughput_rps"], "errors": s["errors"]}
        for k, s in fw.items()], title=f"The same handler at 8 clients (best of {cfg.rounds} alternating rounds)")
 ratio = fw["Starlette"]["throughput_rps"] / fw["FastAPI"]["throughput_rps"]
-results.claim("Starlette throughput over FastAPI's, same handler, 8 clients (x)", ratio, holds=ratio >= 1.0,
-              condition=">= 1", source="FastAPI builds on Starlette and adds layers", asserted=False)
+results.claim("Starlette throughput over FastAPI's, same handler, 8 clients (x)", ratio, holds=ratio >= 1.1,
+              condition=">= 1.1 (faster beyond a 10 % margin)", source="FastAPI builds on Starlette and adds layers", asserted=False)
 print(f"Starlette served {ratio:.2f}x FastAPI's requests per second here: {bench.verdict(ratio, 1.1)} (a ratio within 10 % "
       "is called 'about as fast').")
 
 # %% [markdown]
-# The service uses plain Starlette. Where the model costs a fraction of a millisecond and the
-# framework and HTTP are most of a request (read the shares in the layer table above), any layer the
-# framework adds shows up in the throughput; what FastAPI offers (validation from type hints, generated docs) this service
+# The service uses plain Starlette. If Starlette was faster here, that is the layer FastAPI adds,
+# visible because the model costs a fraction of a millisecond (read the shares in the layer table
+# above); if the two were about as fast, the framework is not where this service's time goes, and
+# the choice rests on the rest of this paragraph. What FastAPI offers (validation from type hints, generated docs) this service
 # does itself in a few explicit lines, with the exact error codes the API promises. For a model of
 # 50 ms the difference would vanish into the model's time, and FastAPI's conveniences would win.
 #
@@ -471,8 +477,10 @@ print(f"Starlette served {ratio:.2f}x FastAPI's requests per second here: {bench
 # weights (untrained: only its cost matters here), both in ONNX Runtime with one thread:
 
 # %%
-heavy_path = onnx_export.onnx_export(models.MLP(64, (cfg.heavy_hidden, cfg.heavy_hidden), 10).eval(),
-                                     torch.zeros(2, 1, 8, 8), work / "heavy" / "mlp.onnx", dynamo=False)
+with warnings.catch_warnings():  # the tracer's note on the MLP's input-shape check: harmless for a fixed 8x8 input
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    heavy_path = onnx_export.onnx_export(models.MLP(64, (cfg.heavy_hidden, cfg.heavy_hidden), 10).eval(),
+                                         torch.zeros(2, 1, 8, 8), work / "heavy" / "mlp.onnx", dynamo=False)
 heavy_meta = {**v1.meta, "accuracy": None, "trained": "untrained: for timing only"}
 serving.save_model("heavy", heavy_path, heavy_meta, root=work / "heavy", replace=True)
 heavy = serving.load_model("heavy", work / "heavy")
@@ -564,12 +572,14 @@ fig
 # * **One client.** There is never anyone to batch with (mean batch 1). Without a wait window the
 #   batcher costs only its queue; with a 2 ms window every request waits the full window for company
 #   that never comes: a pure cost on a quiet service.
-# * **32 clients.** The batches fill up (mean batch near 32), and throughput can rise by at most
-#   the "32 singles / one batch of 32" ratio of the cost table, less what the queue and the answers
-#   cost. The latency of a batched request includes waiting for its batch; the direct handler's
+# * **32 clients.** The batches fill up (mean batch near 32). Against the direct handler's best
+#   rate, throughput can rise by about the "32 singles / one batch of 32" ratio of the cost table,
+#   less what the queue and the answers cost; if the gain in the table is larger, the direct
+#   handler lost throughput under concurrency (compare its 1- and 32-client rows: 32 coroutines
+#   contending for one event loop and one core). The latency of a batched request includes waiting for its batch; the direct handler's
 #   includes waiting for the 31 requests ahead of it on the event loop.
-# * **In process against through the server.** In process the model is most of the work, so
-#   batching can pay even for the small CNN. Through the real server it is a few percent of a
+# * **In process against through the server.** In process the model is a large share of the work
+#   (the cost table against the direct rows), so batching can pay even for the small CNN. Through the real server it is a few percent of a
 #   request (section 3's layer table), and HTTP, the framework and decoding, which batching does
 #   not touch, are the rest: the line above bounds what full batches could save there. Where that
 #   bound is a few percent, as for a model of tens of microseconds, that is what "no gain" means;
@@ -776,7 +786,7 @@ results.claim("more noise never raises accuracy by more than one image's worth (
 # or 1:
 #
 # ```
-# python labs/16_serving/release_gate.py --current v1 --candidate v2 [--models DIR] [--data held_out.npz]
+# python labs/16_serving/release_gate.py --current v1 --candidate v2 --models data/16_serving/models [--data held_out.npz]
 #        [--max-accuracy-drop 0.02] [--max-robustness-drop 0.02] [--max-p99-ratio 1.5]
 #        [--p99-slack-ms 2.0] [--max-size-ratio 2.0] [--json report.json]
 # ```
@@ -963,13 +973,17 @@ results.record(metrics, notes=f"Digits test split ({len(test_y)} images); SmallC
 #   `labs/16_serving/app.py`; the first start trains and exports the default model into
 #   `data/serving/models/`. Then, from another terminal:
 #
+#   With `digit.png` any image of one digit (light ink on a dark background, or dark on light: it is
+#   inverted automatically; non-square images are squashed to 8×8):
+#
 #   ```
 #   curl -s localhost:8000/health
 #   python -c "import base64,json;print(json.dumps({'image_base64': base64.b64encode(open('digit.png','rb').read()).decode(), 'top_k': 3}))" \
 #     | curl -s -H 'Content-Type: application/json' -d @- localhost:8000/api/v1/classify
 #   ```
 #
-#   `SERVING_WEIGHTS=v1=0.95,v2=0.05 SERVING_ADMIN=1 make serve` serves a 5 % canary, and
+#   `SERVING_MODELS=data/16_serving/models SERVING_WEIGHTS=v1=0.95,v2=0.05 SERVING_ADMIN=1 make serve` serves a
+#   5 % canary of this lab's v2 (`make serve` alone uses `data/serving/models`, which holds only v1), and
 #   `curl -X PUT -d '{"weights": {"v1": 0.75, "v2": 0.25}}' localhost:8000/admin/routing` moves it.
 # * **Docker.** `docker/serving.Dockerfile` builds a small CPU image (python:3.10-slim, non-root, ONNX
 #   Runtime without torch, the model store copied in); `docker/docker-compose.yml` runs 3 replicas

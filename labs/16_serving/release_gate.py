@@ -1,7 +1,8 @@
 """The release gate: should a candidate model version replace the current one?
 
-    python labs/16_serving/release_gate.py --current v1 --candidate v2
-    python labs/16_serving/release_gate.py --current v1 --candidate v2 --models data/serving/models \\
+    # lab 16 stores its versions (v1, v2, v2-early) in data/16_serving/models
+    python labs/16_serving/release_gate.py --current v1 --candidate v2 --models data/16_serving/models
+    python labs/16_serving/release_gate.py --current v1 --candidate v2 --models data/16_serving/models \\
         --data held_out.npz --max-accuracy-drop 0.01 --json gate.json
 
 Both versions come from the model store (data/serving/models by default; --models another), the
