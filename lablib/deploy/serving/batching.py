@@ -25,14 +25,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
-import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
 
 from lablib.core.validate import integer, real
-from lablib.deploy.serving.loadgen import MAX_CONCURRENCY, MAX_REQUESTS, LoadResult
+from lablib.deploy.serving.loadgen import MAX_CONCURRENCY, MAX_REQUESTS, LoadResult, run_in_thread
 
 
 class MicroBatcher:
@@ -181,24 +180,12 @@ def closed_loop(call: Callable, inputs, *, concurrency: int = 1, n: int = 100,
     Runs in a thread of its own, so it works in a notebook, where an event loop already runs."""
     if setup is not None and not callable(setup):
         raise TypeError(f"setup must be a function returning the call, got {type(setup).__name__}")
-    outcome: dict = {}
 
     async def main() -> LoadResult:
         fn = setup() if setup is not None else call
         return await run_closed_loop(fn, inputs, concurrency=concurrency, n=n)
 
-    def target() -> None:
-        try:
-            outcome["result"] = asyncio.run(main())
-        except BaseException as exc:  # re-raised in the caller's thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target, name="lablib-closed-loop", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
+    return run_in_thread(main)
 
 
 async def asgi_post(app, body: bytes, path: str = "/api/v1/classify",

@@ -212,15 +212,21 @@ def load(url: str, payloads=None, *, concurrency: int = 1, n: int | None = None,
     Runs in a thread of its own, so it works in a notebook, where an event loop already runs."""
     kwargs = dict(concurrency=concurrency, n=n, duration_s=duration_s, path=path, content_type=content_type,
                   timeout_s=timeout_s, keep_bodies=keep_bodies, allow_remote=allow_remote)
+    return run_in_thread(lambda: run_load(url, payloads, **kwargs))
+
+
+def run_in_thread(make_coro):
+    """asyncio.run(make_coro()) in a thread of its own, returning its result or raising its
+    exception here: a notebook's kernel already runs an event loop, where asyncio.run refuses."""
     outcome: dict = {}
 
     def target() -> None:
         try:
-            outcome["result"] = asyncio.run(run_load(url, payloads, **kwargs))
+            outcome["result"] = asyncio.run(make_coro())
         except BaseException as exc:  # re-raised in the caller's thread
             outcome["error"] = exc
 
-    thread = threading.Thread(target=target, name="lablib-load", daemon=True)
+    thread = threading.Thread(target=target, name="lablib-asyncio", daemon=True)
     thread.start()
     thread.join()
     if "error" in outcome:
