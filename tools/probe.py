@@ -832,22 +832,25 @@ def core_compat_validate() -> list[Case]:
     return cases
 
 
+def no_process(call, what: str):
+    """The case with subprocess.Popen replaced in the worker: a bad argument that slips through
+    ends "unclear" instead of starting `what` (ranks, a server)."""
+    def guarded_call(ctx):
+        import subprocess
+
+        def refuse(*args, **kwargs):
+            raise RuntimeError(f"the bad call got as far as starting {what}")
+
+        subprocess.Popen = refuse
+        return call(ctx)
+    return guarded_call
+
+
 def core_launch() -> list[Case]:
     """Every bad argument of the torchrun launcher is refused before a process starts. Should one
     slip through, subprocess.Popen is replaced in the worker, so the case ends "unclear" instead
     of launching ranks."""
     m = "lablib.core.launch."
-
-    def no_launch(call):
-        def guarded_call(ctx):
-            import subprocess
-
-            def refuse(*args, **kwargs):
-                raise RuntimeError("the bad call got as far as starting torchrun")
-
-            subprocess.Popen = refuse
-            return call(ctx)
-        return guarded_call
 
     def script(ctx):
         return write_file(ctx, "train.py", "print('hello')\n")
@@ -875,7 +878,7 @@ def core_launch() -> list[Case]:
               case(m + "torchrun_nodes", "port=<busy>", busy("port"), ("port",)),
               case(m + "torchrun", "args=(None,)", lambda ctx: ctx.fn(script(ctx), None, nproc=1), ("args",))]
     for c in cases:
-        c.call = no_launch(c.call)
+        c.call = no_process(c.call, "torchrun")
     cases += sweep(m + "stop", {"procs": []}, {"procs": [None, "proc", [1234], made("a Popen's pid list", lambda: [os.getpid()])],
                                                "grace_s": [-1, NAN, "3"]})
     return cases
@@ -2257,17 +2260,6 @@ def deploy_serving() -> list[Case]:
                       lambda ctx: ctx.fn({"SERVING_MODELS": str(folder(ctx, "empty"))}), ("SERVING_MODELS", "empty")))
     cases += sweep(m + "app.parse_weights", {"text": "v1=1"}, {"text": [None, "", "v1=a", 3]}, aliases={"text": ("weights",)})
 
-    def no_server(call):
-        def guarded_call(ctx):
-            import subprocess
-
-            def refuse(*args, **kwargs):
-                raise RuntimeError("the bad call got as far as starting uvicorn")
-
-            subprocess.Popen = refuse
-            return call(ctx)
-        return guarded_call
-
     serve_cases = sweep(m + "serve", {"models": store}, {
         "host": ["0.0.0.0", "::", "192.168.1.10", "example.com", "", None],
         "port": [0, 70_000, "8000", 2.5], "app": ["no_colon", None], "framework": ["flask"],
@@ -2276,7 +2268,7 @@ def deploy_serving() -> list[Case]:
         "allow_public": ["yes"], "env": [{"A": 1}, ["A=1"]],
         "app_dir": [missing("nowhere", "app_dir"), a_file("app.py", "app_dir")]}, needs=("serving_store",))
     for c in serve_cases:
-        c.call = no_server(c.call)
+        c.call = no_process(c.call, "uvicorn")
     cases += serve_cases
     cases += sweep(m + "load", {"url": "http://127.0.0.1:9", "payloads": None, "path": "/health", "n": 1}, {
         "url": [None, "127.0.0.1:9", "https://127.0.0.1:9", "http://10.1.2.3:80", "http://127.0.0.1"],

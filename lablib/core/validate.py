@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 # torch is optional for this module: the model service's image (docker/serving.Dockerfile)
@@ -67,6 +68,19 @@ def series(name: str, values, finite: bool = False) -> list[float]:
             raise ValueError(f"{name}[{i}] is {v}: {name} must be finite")
         out.append(float(v))
     return out
+
+
+def tensor_dict(name: str, value, model: str = "state_dict") -> dict:
+    """`value` as a dict of name -> tensor: a mapping whose values are all tensors, or a model,
+    read as its state dict (model="state_dict") or its named parameters (model="parameters")."""
+    if nn is not None and isinstance(value, nn.Module):
+        return dict(value.state_dict() if model == "state_dict" else value.named_parameters())
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a dict of name -> tensor (or a model), got {type(value).__name__}")
+    for key, t in value.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}[{key!r}] must be a torch.Tensor, got {type(t).__name__}")
+    return dict(value)
 
 
 def tensor(name: str, value) -> torch.Tensor:

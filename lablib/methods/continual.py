@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from lablib.core.validate import batch, integer, labels, module, positive_int, real
+from lablib.core.validate import batch, integer, labels, module, positive_int, real, tensor_dict
 
 __all__ = ["fisher_diagonal", "ewc_penalty", "merge_fishers", "permutation", "permute_pixels", "split_classes",
            "replay_buffer"]
@@ -51,14 +51,7 @@ def _class_list(name: str, classes) -> list[int]:
 
 
 def _tensor_dict(name: str, value) -> dict[str, torch.Tensor]:
-    if isinstance(value, nn.Module):
-        return dict(value.named_parameters())
-    if not isinstance(value, Mapping):
-        raise TypeError(f"{name} must be a dict of name -> tensor (or a model), got {type(value).__name__}")
-    for key, t in value.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name}[{key!r}] must be a torch.Tensor, got {type(t).__name__}")
-    return dict(value)
+    return tensor_dict(name, value, model="parameters")
 
 
 def _same_keys_and_shapes(names: tuple[str, str], a: dict, b: dict) -> None:

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from lablib.core.validate import integer, module, positive_int
+from lablib.core.validate import integer, module, positive_int, tensor_dict
 
 __all__ = ["allreduce_sum", "reduce_scatter_sum", "ring_allreduce", "ring_traffic", "average_gradients",
            "Precision", "FP32_ADAM", "MIXED_ADAM", "zero_bytes", "zero_saving", "model_state_bytes",
@@ -65,14 +65,7 @@ def _rank_tensors(name: str, tensors) -> list[torch.Tensor]:
 
 
 def _tensor_dict(name: str, value) -> dict[str, torch.Tensor]:
-    if isinstance(value, nn.Module):
-        return dict(value.state_dict())
-    if not isinstance(value, Mapping):
-        raise TypeError(f"{name} must be a dict of name -> tensor (a state dict) or a model, got {type(value).__name__}")
-    for key, t in value.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name}[{key!r}] must be a torch.Tensor, got {type(t).__name__}")
-    return dict(value)
+    return tensor_dict(name, value, model="state_dict")
 
 
 # --- collectives, simulated -----------------------------------------------------------------------
