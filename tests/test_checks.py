@@ -82,6 +82,18 @@ def test_difference_accepts_equal_answers(got, expected):
     assert checks.difference(got, expected) is None
 
 
+def test_a_nan_inside_a_structure_is_named_before_what_it_scrambled():
+    # an overflowing softmax gives NaN probabilities and, from them, a wrong ranking: the message
+    # must name the NaN (the cause), not the first wrong label it meets (a symptom)
+    got = [{"label": "0", "p": float("nan")}, {"label": "1", "p": float("nan")}]
+    expected = [{"label": "1", "p": 1.0}, {"label": "0", "p": 0.0}]
+    assert checks.difference(got, expected) == "the output[0]['p'] is NaN where the reference has a number"
+    assert "NaN" in checks.difference({"t": np.array([1.0, np.nan])}, {"t": np.array([1.0, 2.0])})
+    # where the reference has NaN too, the values are compared as before
+    assert checks.difference([{"a": "x", "p": float("nan")}], [{"a": "y", "p": float("nan")}]) == \
+        "the output[0]['a'] is 'x', expected 'y'"
+
+
 def test_an_endless_loop_is_stopped():
     def forever(x):
         while True:

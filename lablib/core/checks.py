@@ -151,6 +151,20 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _first_nan(value, where: str) -> str | None:
+    """Where the first NaN sits in nested lists, tuples and dicts of numbers and tensors, else None."""
+    value = _plain(value)
+    if isinstance(value, float):
+        return where if math.isnan(value) else None
+    if isinstance(value, torch.Tensor):
+        return where if value.is_floating_point() and value.isnan().any() else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for k, v in items:
+        if (found := _first_nan(v, f"{where}[{k!r}]")) is not None:
+            return found
+    return None
+
+
 def difference(got, expected, atol: float = 1e-5, rtol: float = 1e-4, where: str = "the output") -> str | None:
     """None when `got` matches `expected` (tensors, numbers, bools, strings, None, sequences,
     dicts); else a sentence saying what differs. NaN matches only NaN; a bool is not a number."""
@@ -192,6 +206,11 @@ def difference(got, expected, atol: float = 1e-5, rtol: float = 1e-4, where: str
         if not isinstance(got, bool):
             return f"{where} should be True or False, got {type(got).__name__}"
         return None if got == expected else f"{where} is {got}, expected {expected}"
+    if isinstance(expected, (list, tuple, dict)) and _first_nan(expected, where) is None:
+        # a NaN inside a structure (an overflowing softmax, say) usually also scrambles what is
+        # derived from it, such as a ranking; naming the NaN points at the cause, not the symptom
+        if (nan_at := _first_nan(got, where)) is not None:
+            return f"{nan_at} is NaN where the reference has a number"
     if isinstance(expected, (list, tuple)):
         if not isinstance(got, (list, tuple)) or len(got) != len(expected):
             return f"{where} should be a sequence of {len(expected)} items"
