@@ -154,6 +154,20 @@ def test_torch_compiler_cache_stays_in_data(tmp_path):
     assert out == str(tmp_path / "data" / "cache" / "torchinductor")
 
 
+def test_torch_compiler_precompiles_no_header_into_tmp(tmp_path):
+    # inductor puts its precompiled header in /tmp/torchinductor_<user> whatever
+    # TORCHINDUCTOR_CACHE_DIR says; importing lablib must switch that header off
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CPP_CACHE_PRECOMPILE_HEADERS"}
+    code = "import lablib, torch._inductor.config as c; print(c.cpp_cache_precompile_headers)"
+    out = subprocess.run([sys.executable, "-c", code], env=env | {"LAB_ROOT": str(tmp_path)},
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
+
+
 # --- bad input: a clear error naming the argument or the environment variable -----------------
 
 

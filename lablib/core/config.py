@@ -231,3 +231,6 @@ def data_dir() -> Path:
 # torch's compiler writes a cache when the dynamo ONNX exporter runs; by default that is
 # /tmp/torchinductor_<user>, left behind. Keep it with the project's other caches instead.
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(data_dir() / "cache" / "torchinductor"))
+# Its precompiled C++ header (~150 MB, torch.compile on CPU) goes to /tmp/torchinductor_<user>
+# whatever that setting says (torch's _HEADER_DIR uses the default folder): switch it off.
+os.environ.setdefault("TORCHINDUCTOR_CPP_CACHE_PRECOMPILE_HEADERS", "0")
