@@ -94,6 +94,11 @@ def test_a_nan_inside_a_structure_is_named_before_what_it_scrambled():
         "the output[0]['a'] is 'x', expected 'y'"
 
 
+def test_a_wrong_type_is_named_as_the_reference_returns_it():
+    assert checks.difference([1.0], np.ones(1)) == "the output should be a numpy array, got list"
+    assert checks.difference([1.0], torch.ones(1)) == "the output should be a tensor, got list"
+
+
 def test_an_endless_loop_is_stopped():
     def forever(x):
         while True:

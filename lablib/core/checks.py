@@ -169,12 +169,13 @@ def difference(got, expected, atol: float = 1e-5, rtol: float = 1e-4, where: str
     """None when `got` matches `expected` (tensors, numbers, bools, strings, None, sequences,
     dicts); else a sentence saying what differs. NaN matches only NaN; a bool is not a number."""
     _check_tolerances(atol, rtol)
+    kind = "a numpy array" if isinstance(expected, np.ndarray) else "a tensor"
     got, expected = _plain(got), _plain(expected)
     if got is None and expected is not None:
         return f"{where} is None (did you forget to `return` it?)"
     if isinstance(expected, torch.Tensor):
         if not isinstance(got, torch.Tensor):
-            return f"{where} should be a tensor, got {type(got).__name__}"
+            return f"{where} should be {kind}, got {type(got).__name__}"
         if got.shape != expected.shape:
             return f"{where} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
         if got.dtype == torch.bool or expected.dtype == torch.bool:
