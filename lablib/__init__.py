@@ -3,12 +3,14 @@
   lablib.core     config (scale, device, seed, lab name), env, results (claims and records),
                   checks (self-checking exercises), show (source listings, tables), bench,
                   viz, cache (atomic files and checkpoint folders), compat (version shims only),
-                  validate (argument checks)
+                  validate (argument checks), launch (torchrun from a notebook)
   lablib.data     datasets (digits, shapes, your image folder, loaders), augment, tables (bundled
-                  tabular sets, fault injection), versioning (git + DVC in an isolated sandbox)
+                  tabular sets, fault injection), versioning (git + DVC in an isolated sandbox),
+                  series (generated daily demand with its true components)
   lablib.nets     models, train (the one training loop: `fit` with a pluggable step)
   lablib.methods  one module per technique: distill, pruning, amp, fixmatch, diffusion,
-                  stable_diffusion, quantize, mixup, imbalance, quality
+                  stable_diffusion, quantize, mixup, imbalance, quality, tuning, monitoring,
+                  efficient, transfer, continual, distributed, forecast
   lablib.deploy   onnx_export (export, ONNX Runtime sessions, parity), serving (the classify
                   service: model store, Starlette app, routing/canary/rollback, runner, load)
 

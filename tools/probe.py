@@ -2148,6 +2148,71 @@ def methods_distributed() -> list[Case]:
     return cases
 
 
+def data_series() -> list[Case]:
+    m = "lablib.data.series."
+    base = {"n_series": 2, "days": 30, "seed": 0}
+    cases = sweep(m + "demand", base, {
+        "n_series": pos_int(True, -1), "days": [3, "30", 30.0, None], "seed": [-1, 1.5, "0", None],
+        "noise": [-0.1, NAN, INF, "0.1", None], "season_strength": [-1.0, NAN, "0.3"],
+        "promo_rate": [1.5, -0.1, NAN, "0.05"], "missing": [0.9, -0.1, NAN, True], "level": [0, -1.0, NAN, INF, "100"],
+        "start": ["not a date", 20220101, None, "2022-02-30"],
+    })
+    cases.append(case(m + "demand", "n_series x days too large",
+                      lambda ctx: ctx.fn(n_series=100_000, days=100_000, seed=0), ("n_series", "days")))
+
+    def adds_up(d, ctx):
+        parts = sum(getattr(d, c) for c in ("trend", "season", "promo", "holiday", "noise"))
+        return bool((parts - d.truth).abs().to_numpy().max() < 1e-9 and (d.truth.to_numpy() >= 0).all())
+
+    cases.append(case(m + "demand", "noisy, strong season: adds up, never negative",
+                      lambda ctx: ctx.fn(5, 200, 0, noise=2.0, season_strength=2.0), check=adds_up))
+    cases.append(case(m + "Demand.components", "column='s999'",
+                      lambda ctx: ctx.fn(lab("lablib.data.series.demand")(2, 20, 0), "s999"), ("column",)))
+    return cases
+
+
+def methods_forecast() -> list[Case]:
+    m = "lablib.methods.forecast."
+    seq = [None, "123", [], [[1.0, 2.0]], [True, False], [1.0, NAN], [1.0, INF], {"a": 1.0}, 3.0,
+           made("2-d tensor", lambda: randn(2, 3))]
+    cases = sweep(m + "naive", {"history": [1.0, 2.0, 3.0], "horizon": 3}, {
+        "history": seq, "horizon": pos_int(True, -1)})
+    cases += sweep(m + "seasonal_naive", {"history": [1.0] * 14, "horizon": 3, "period": 7}, {
+        "history": [None, Bad("6 values", [1.0] * 6), Bad("NaN at the end", [1.0] * 13 + [NAN])], "horizon": [0, "3"],
+        "period": pos_int(True)})
+    week = [5.0, -1.0, 0.0, -2.0, 3.0, -4.0, -1.0]
+    cases.append(case(m + "seasonal_naive", "periodic series: exact",
+                      lambda ctx: ctx.fn(week * 5, 10, 7),
+                      check=lambda r, ctx: [float(v) for v in r] == (week * 2)[:10]))
+    good = {"trend": [float(i) for i in range(20)], "seasonal": [0.0] * 20, "horizon": 3, "window": 5, "period": 7}
+    cases += sweep(m + "decomposition_forecast", good, {
+        "trend": [None, "abc", Bad("NaN end", [float(i) for i in range(17)] + [NAN] * 3), Bad("(20, 1)", [[1.0]] * 20)],
+        "seasonal": [Bad("19 values", [0.0] * 19), Bad("strings", ["a"] * 20), Bad("inf", [0.0] * 19 + [INF])],
+        "horizon": [0, 2.5], "window": [1, 0, 25, "5"], "period": [0, 30, None],
+    })
+    cases.append(case(m + "decomposition_forecast", "a line plus a season: exact",
+                      lambda ctx: ctx.fn([2.0 * i for i in range(21)], week * 3, 7, 14, 7),
+                      check=lambda r, ctx: all(abs(float(v) - (2.0 * (21 + k) + week[k])) < 1e-9
+                                               for k, v in enumerate(r))))
+    cases += sweep(m + "fill_trend_ends", {"trend": [NAN, 1.0, 2.0, 3.0, 4.0, NAN], "window": 3}, {
+        "trend": [None, Bad("all NaN", [NAN] * 6), Bad("inner NaN", [NAN, 1.0, NAN, 3.0, 4.0, NAN]),
+                  Bad("inf", [NAN, 1.0, INF, 3.0, 4.0, NAN]), "trend"],
+        "window": [1, 0, 2.5, 10, "3"],
+    })
+    cases.append(case(m + "fill_trend_ends", "a line with NaN ends: filled exactly",
+                      lambda ctx: ctx.fn([NAN, NAN, 3.0, 4.0, 5.0, 6.0, NAN], 3),
+                      check=lambda r, ctx: all(abs(float(v) - (i + 1)) < 1e-9 for i, v in enumerate(r))))
+    for fn in ("mae", "mape", "smape"):
+        cases += sweep(m + fn, {"actual": [1.0, 2.0, 4.0], "forecast": [1.0, 2.0, 3.0]}, {
+            "actual": [None, [], [1.0, NAN, 2.0], "124", [[1.0, 2.0, 4.0]]],
+            "forecast": [[1.0, 2.0], [1.0, INF, 2.0], {"a": 1.0}, [True, False, True]],
+        })
+    cases.append(case(m + "mape", "actual has a zero day", lambda ctx: ctx.fn([0.0, 2.0], [1.0, 2.0]), ("actual",)))
+    cases.append(case(m + "smape", "both zero: a perfect day", lambda ctx: ctx.fn([0.0, 2.0], [0.0, 2.0]),
+                      check=lambda r, ctx: r == 0.0))
+    return cases
+
+
 def deploy_serving() -> list[Case]:
     """The model service: every bad argument is refused before a server starts; a request's bad
     field is a RequestError (a ValueError) naming the field. Should a bad serve() call slip
@@ -2348,7 +2413,7 @@ CATALOGUE = (core_config, core_env, core_results, core_cache, core_checks, core_
              methods_diffusion, methods_stable_diffusion, deploy_onnx_export, data_augment_affine,
              methods_mixup, methods_imbalance, data_tables, methods_quality, data_versioning,
              methods_tuning, methods_monitoring, methods_efficient, methods_transfer,
-             methods_continual, methods_distributed, deploy_serving)
+             methods_continual, methods_distributed, data_series, methods_forecast, deploy_serving)
 
 
 def catalogue() -> list[Case]:
