@@ -61,7 +61,7 @@ from lablib.nets import models, train
 
 cfg = config.profile(
     smoke=dict(depth=6, width=8, epochs=1, sgd_lr=0.05, adam_lr=2e-3),
-    cpu=dict(depth=30, width=16, epochs=15, sgd_lr=0.05, adam_lr=2e-3),
+    cpu=dict(depth=30, width=16, epochs=10, sgd_lr=0.05, adam_lr=2e-3),
     gpu=dict(depth=30, width=32, epochs=30, sgd_lr=0.05, adam_lr=2e-3),
 )
 device = config.device()
@@ -500,7 +500,7 @@ results.record(figures, notes="Test accuracy on the digits test split; every run
 # %% [markdown]
 # ## Going further
 #
-# * **GPU scale.** `LAB_SCALE=gpu` doubles the width and the epochs; on a GPU try depth 50 or 100:
+# * **GPU scale.** `LAB_SCALE=gpu` doubles the width and triples the epochs; on a GPU try depth 50 or 100:
 #   watch whether the BN + residual network keeps training, as 100-layer ResNets do.
 # * **A pretrained ResNet.** With downloads allowed, `torchvision.models.resnet18(weights="DEFAULT")`
 #   is built from the same parts as this lab's block (convolution, BatchNorm, ReLU, skip); print it

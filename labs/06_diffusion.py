@@ -50,7 +50,7 @@
 # **Prerequisites.** Lab 01 (a small CNN trained with `train.fit`); lab 05 helps (the same
 # low-label setting). Gaussian noise and mean squared error; no prior diffusion background.
 #
-# **Time.** `smoke`: under a minute. `cpu` (2 cores): about 5 minutes, half of it training the
+# **Time.** `smoke`: under a minute. `cpu` (2 cores): about 4 minutes, half of it training the
 # generator (cached: a rerun with the same settings loads it). `gpu`: a few minutes, with a longer
 # generator training and the same-data generator of section 6.
 
@@ -70,12 +70,15 @@ from lablib.methods import diffusion, stable_diffusion
 from lablib.nets import models, train
 
 cfg = config.profile(
-    smoke=dict(gen_steps=4, batch_size=16, sample_steps=3, guidance_scale=2.0, synth_guidance=1.0, labels_per_class=10,
-               synth_per_class=[2, 4], judge_epochs=1, clf_steps=5, seeds=1, same_pool_generator=False, sd_steps=2),
-    cpu=dict(gen_steps=400, batch_size=64, sample_steps=10, guidance_scale=2.0, synth_guidance=1.0, labels_per_class=10,
-             synth_per_class=[50, 100], judge_epochs=15, clf_steps=900, seeds=2, same_pool_generator=False, sd_steps=4),
-    gpu=dict(gen_steps=3000, batch_size=128, sample_steps=25, guidance_scale=2.0, synth_guidance=1.0, labels_per_class=10,
-             synth_per_class=[50, 200, 500], judge_epochs=20, clf_steps=1500, seeds=3, same_pool_generator=True, sd_steps=25),
+    smoke=dict(gen_steps=4, batch_size=16, sample_steps=3, guidance_scale=2.0, guidance_per_class=2,
+               synth_guidance=1.0, labels_per_class=10, synth_per_class=[2, 4], judge_epochs=1, clf_steps=5, seeds=1,
+               same_pool_generator=False, sd_steps=2),
+    cpu=dict(gen_steps=300, batch_size=64, sample_steps=10, guidance_scale=2.0, guidance_per_class=10,
+             synth_guidance=1.0, labels_per_class=10, synth_per_class=[50, 100], judge_epochs=15, clf_steps=900,
+             seeds=2, same_pool_generator=False, sd_steps=4),
+    gpu=dict(gen_steps=3000, batch_size=128, sample_steps=25, guidance_scale=2.0, guidance_per_class=20,
+             synth_guidance=1.0, labels_per_class=10, synth_per_class=[50, 200, 500], judge_epochs=20, clf_steps=1500,
+             seeds=3, same_pool_generator=True, sd_steps=25),
 )
 device = config.device()
 config.seed_everything(0)
@@ -319,7 +322,7 @@ show_guesses(diffusion.predict_x0)
 # (higher = more varied):
 
 # %%
-few = torch.arange(10).repeat(2 if cfg.scale == "smoke" else 20)
+few = torch.arange(10).repeat(cfg.guidance_per_class)
 by_w = {}
 for w in sorted({1.0, cfg.guidance_scale}):
     x_w = diffusion.sample(unet, few, sampler, steps=cfg.sample_steps, guidance_scale=w, seed=3)
@@ -445,8 +448,9 @@ table([{"seed": seed, **{name: s[seed] for name, s in scores.items()}} for seed 
 # %% [markdown]
 # **A generator that saw only the same 100 images.** The comparison that says where a gain comes
 # from: train the generator on the classifier's own 100 images and add its samples. It runs at
-# `gpu` scale; at `cpu` scale it would double the lab's time, so it is skipped unless you switch
-# it on (`cfg["same_pool_generator"] = True`, then rerun this cell and the next section).
+# `gpu` scale; at `cpu` scale a second generator and a second synthetic set would take most of the
+# lab's time again, so it is skipped unless you switch it on (`cfg["same_pool_generator"] = True`,
+# then rerun this cell and the next section).
 
 # %%
 SAME = f"real + {cfg.synth_per_class[0]}/class (same-100 generator)"
