@@ -362,8 +362,8 @@ table({
     f"SmallCNN step, {cfg.bench_batch} x {cfg.bench_size}x{cfg.bench_size}": {
         "fp32 ms": step_times["fp32"].median_ms, "bf16 ms": step_times["bf16"].median_ms, "bf16 speed-up": step_speedup},
 })
-print(f"bf16 on this {device.type}: the matmul is {bench.verdict(matmul_speedup)} ({matmul_speedup:.2f}x), "
-      f"the training step {bench.verdict(step_speedup)} ({step_speedup:.2f}x) than fp32")
+print(f"bf16 on this {device.type}: the matmul is {bench.compared(matmul_speedup)} fp32 ({matmul_speedup:.2f}x), "
+      f"the training step {bench.compared(step_speedup)} fp32 ({step_speedup:.2f}x)")
 viz.grouped_bars({f"matmul {n}": {k: v.median_ms for k, v in matmul.items()},
                   "SmallCNN step": {k: v.median_ms for k, v in step_times.items()}},
                  ylabel="median time (ms, lower is better)", title=f"fp32 vs bf16 on {device.type}", log=True)

@@ -187,7 +187,7 @@ times = bench.compare({"augment.affine": lambda: augment.affine(batch, **article
                        "kornia RandomAffine": lambda: kornia_recipe(batch)}, rounds=2, warmup=2, repeats=10)
 table({name: {"ms per batch": t.median_ms, "images": len(batch)} for name, t in times.items()})
 ratio = times["kornia RandomAffine"].median_ms / times["augment.affine"].median_ms
-word = {"faster": "faster than", "slower": "slower than", "about as fast": "about as fast as"}[bench.verdict(ratio, margin=1.5)]
+word = bench.compared(ratio, margin=1.5)
 print(f"augment.affine is {word} kornia here (kornia / ours = {ratio:.1f}x; 'faster' or 'slower' only beyond 1.5x)")
 viz.image_grid(torch.cat([sample, augment.affine(sample, **article, generator=torch.Generator().manual_seed(0))]),
                ncols=10, size=0.9, title="augment.affine with the article's list (no flip): originals, then augmented")

@@ -151,6 +151,11 @@ def test_speed_verdict_needs_a_margin(ratio, word):
     assert bench.verdict(ratio) == word
 
 
+def test_compared_puts_the_verdict_in_a_sentence():
+    assert [bench.compared(r) for r in (2.0, 1.0, 0.5)] == ["faster than", "about as fast as", "slower than"]
+    assert bench.compared(1.4, margin=1.5) == "about as fast as"
+
+
 def test_speed_verdict_rejects_nonsense():
     with pytest.raises(ValueError, match="ratio"):
         bench.verdict(0)

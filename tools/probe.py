@@ -719,6 +719,10 @@ def core_bench() -> list[Case]:
         "ratio": [0.0, NAN, "2", Bad("inf", INF, check=lambda r, ctx: r == "faster")],
         "margin": [1.0, NAN, None, INF],
     })
+    cases += sweep(m + "compared", {"ratio": 2.0}, {
+        "ratio": [0.0, NAN, "2"],
+        "margin": [1.0, NAN],
+    })
     cases += sweep(m + "throughput", {"fn": noop, "items": 10, **quick}, {
         "items": [0, None],
         "fn": [None],

@@ -96,6 +96,11 @@ def verdict(ratio: float, margin: float = 1.25) -> str:
     return "faster" if ratio >= margin else "slower" if ratio <= 1 / margin else "about as fast"
 
 
+def compared(ratio: float, margin: float = 1.25) -> str:
+    """verdict() in a sentence's middle: "faster than", "slower than" or "about as fast as"."""
+    return {"faster": "faster than", "slower": "slower than", "about as fast": "about as fast as"}[verdict(ratio, margin)]
+
+
 def throughput(fn: Callable[[], object], items: int, warmup: int = 3, repeats: int = 20, cuda: bool | None = None) -> float:
     """Items per second when one call of `fn()` processes `items` items (median call time)."""
     positive_int("items", items)
