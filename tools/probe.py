@@ -2411,13 +2411,41 @@ def deploy_serving() -> list[Case]:
     return cases
 
 
+def methods_custom_op() -> list[Case]:
+    m = "lablib.methods.custom_op."
+    t = V(lambda ctx: randn(2, 3))
+    wrong_shape = made("(3,)", lambda: randn(3))
+    cases = sweep(m + "sin_backward", {"grad": t, "x": t}, {
+        "grad": [None, [1.0], wrong_shape], "x": [None, "x", wrong_shape]})
+    cases += sweep(m + "sin_mul_add_reference", {"x": t, "y": t, "z": t}, {
+        "x": [None, 1.0], "y": [wrong_shape, [1.0]], "z": [made("(2, 1)", lambda: randn(2, 1)), None]})
+    cases += sweep(m + "sin_mul_add_backward", {"grad": t, "x": t, "y": t}, {
+        "grad": [None, wrong_shape], "x": ["x", wrong_shape], "y": [None, made("(1, 3)", lambda: randn(1, 3))]})
+    cases += sweep(m + "toolchain_problem", {}, {"cuda": ["yes", 1, None]})
+    # every bad argument is refused before anything is compiled (a valid call would build)
+    cases += sweep(m + "build", {"name": "probe_ops", "cpp_sources": ["int probe_x;"]}, {
+        "name": ["my-ops", "", "1abc", 3, None], "cpp_sources": [[], [""], 5, None, [3]],
+        "cuda_sources": [[None], "", 7], "extra_cflags": ["-O3", ["O3"], [3], None],
+        "extra_cuda_cflags": ["x", [None]], "root": ["", 3], "verbose": ["yes", 1]})
+    fns = {"fake": V(lambda ctx: lambda x: x), "backward": V(lambda ctx: lambda c, g: g),
+           "setup_context": V(lambda ctx: lambda c, i, o: None)}
+    cases += sweep(m + "register", {"op": "aten::sin", **fns}, {
+        "op": ["sin", "a::b::c", "no_such_ns::op", 3, None], "fake": [None, 3], "backward": [None],
+        "setup_context": ["f"]})
+    return cases
+
+
+# --- lablib.methods.pipeline, cache.load_or_train, models.DeepMLP (lab 19) -------------------------
+
+
 CATALOGUE = (core_config, core_env, core_results, core_cache, core_checks, core_show, core_bench,
              core_viz, core_compat_validate, core_launch, data_augment, data_datasets, nets_models, nets_train,
              methods_amp, methods_distill, methods_pruning, methods_quantize, methods_fixmatch,
              methods_diffusion, methods_stable_diffusion, deploy_onnx_export, data_augment_affine,
              methods_mixup, methods_imbalance, data_tables, methods_quality, data_versioning,
              methods_tuning, methods_monitoring, methods_efficient, methods_transfer,
-             methods_continual, methods_distributed, data_series, methods_forecast, deploy_serving)
+             methods_continual, methods_distributed, data_series, methods_forecast, deploy_serving,
+             methods_custom_op)
 
 
 def catalogue() -> list[Case]:
