@@ -117,6 +117,12 @@ def test_check_value():
     assert checks.check_value(None, None, quiet=True)  # None is right when None is the answer
 
 
+def test_check_value_does_not_give_the_answer_away():
+    v = checks.check_value((24, 16), (32, 16), quiet=True)
+    assert v.status == "wrong" and "32" not in v.message and "24" in v.message, v.message
+    assert "32" not in checks.check_value(24.0, 32.0, quiet=True).message
+
+
 def test_verdicts_are_kept_by_name():
     checks.check_function(lambda x: x.softmax(1), _ref, _make, name="my_softmax", quiet=True)
     checks.check_function(lambda x: x, _ref, _make, name="my_other", quiet=True)

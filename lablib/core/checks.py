@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import math
+import re
 import signal
 import threading
 from collections.abc import Callable
@@ -384,6 +385,8 @@ def check_value(got, expected, *, atol: float = 1e-5, rtol: float = 1e-4, hint: 
     if got is NotImplemented or got is Ellipsis:
         return _report(Verdict(NOT_ATTEMPTED, "fill in the blank (`...`), then run this cell again.", name), quiet)
     if (diff := difference(got, expected, atol, rtol, "your answer")) is not None:
+        # a value exercise is answered by its value: say what is wrong, not what is right
+        diff = re.sub(r", expected .*$", ": not the expected value", diff)
         return _report(Verdict(WRONG, f"{diff}.{tip}", name), quiet)
     return _report(Verdict(CORRECT, "matches the reference.", name), quiet)
 
