@@ -10,7 +10,8 @@
   lablib.nets     models, train (the one training loop: `fit` with a pluggable step)
   lablib.methods  one module per technique: distill, pruning, amp, fixmatch, diffusion,
                   stable_diffusion, quantize, mixup, imbalance, quality, tuning, monitoring,
-                  efficient, transfer, continual, distributed, forecast, custom_op
+                  efficient, transfer, continual, distributed, forecast, custom_op, pipeline (choosing
+                  among compressed models: Pareto front, budget, compound ratios)
   lablib.deploy   onnx_export (export, ONNX Runtime sessions, parity), serving (the classify
                   service: model store, Starlette app, routing/canary/rollback, runner, load)
 

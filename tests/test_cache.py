@@ -166,3 +166,67 @@ def test_write_folder_takes_an_empty_folder_but_never_a_file(where):
     with pytest.raises(FileExistsError, match="plain.txt"):
         cache.write_folder(where / "plain.txt", lambda tmp: (tmp / "a").write_text("a"))
     assert (where / "plain.txt").read_text() == "mine"
+
+
+def _trainer(calls, value=1.0):
+    def train(model):
+        calls.append(1)
+        with torch.no_grad():
+            model.weight.fill_(value)
+        return {"seconds": 0.5, "curve": [1, 2]}
+    return train
+
+
+def test_load_or_train_trains_once_then_loads(_isolated):
+    calls = []
+    loaded, facts = cache.load_or_train("stage", {"epochs": 2}, torch.nn.Linear(3, 2), _trainer(calls))
+    assert (loaded, facts, len(calls)) == (False, {"seconds": 0.5, "curve": [1, 2]}, 1)
+    model = torch.nn.Linear(3, 2)
+    loaded, facts = cache.load_or_train("stage", {"epochs": 2}, model, _trainer(calls, 9.0))
+    assert loaded and facts["curve"] == [1, 2] and len(calls) == 1
+    assert torch.equal(model.weight, torch.ones(2, 3))  # the saved weights, not the new trainer's
+    loaded, _ = cache.load_or_train("stage", {"epochs": 3}, torch.nn.Linear(3, 2), _trainer(calls))
+    assert not loaded and len(calls) == 2  # another setting: another key, trained afresh
+
+
+def test_load_or_train_retrains_a_damaged_or_misfitting_cache(_isolated):
+    calls = []
+    cache.load_or_train("stage", {}, torch.nn.Linear(3, 2), _trainer(calls))
+    folder = cache.cache_folder("stage", {})
+    (folder / "weights.pt").write_bytes(b"truncated")
+    loaded, _ = cache.load_or_train("stage", {}, torch.nn.Linear(3, 2), _trainer(calls))
+    assert not loaded and len(calls) == 2 and cache.is_complete(folder)
+    loaded, _ = cache.load_or_train("stage", {}, torch.nn.Linear(4, 2), _trainer(calls))  # another architecture
+    assert not loaded and len(calls) == 3
+    loaded, _ = cache.load_or_train("stage", {}, torch.nn.Linear(4, 2), _trainer(calls))
+    assert loaded and len(calls) == 3
+
+
+def test_load_or_train_names_bad_arguments(_isolated):
+    with pytest.raises(TypeError, match="model"):
+        cache.load_or_train("s", {}, "not a model", lambda m: {})
+    with pytest.raises(TypeError, match="train"):
+        cache.load_or_train("s", {}, torch.nn.Linear(1, 1), None)
+    with pytest.raises(TypeError, match="must return a dict"):
+        cache.load_or_train("s", {}, torch.nn.Linear(1, 1), lambda m: [1])
+    with pytest.raises(TypeError):  # facts that JSON cannot hold: nothing is written
+        cache.load_or_train("s", {}, torch.nn.Linear(1, 1), lambda m: {"t": torch.ones(1)})
+    assert not cache.cache_folder("s", {}).exists()
+    with pytest.raises(ValueError, match="plain folder name"):
+        cache.load_or_train("../x", {}, torch.nn.Linear(1, 1), lambda m: {})
+
+
+def test_load_or_train_never_half_loads_a_misfitting_checkpoint(_isolated):
+    # the cached net's first layer fits the new net, its second does not: torch copies the first
+    # before it raises; the new net must reach its trainer with its own initial weights
+    def net(out):
+        torch.manual_seed(out)
+        return torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, out))
+
+    cache.load_or_train("stage", {}, net(2), lambda m: {})
+    fresh = net(3)
+    initial = {k: v.clone() for k, v in fresh.state_dict().items()}
+    seen = {}
+    loaded, _ = cache.load_or_train("stage", {}, fresh, lambda m: seen.update(m.state_dict()) or {})
+    assert not loaded
+    assert all(torch.equal(seen[k], initial[k]) for k in initial)

@@ -415,3 +415,50 @@ def test_fit_names_bad_arguments_and_never_hangs(kwargs, word):
     args = {"model": _cnn(), "train": _pairs(torch.arange(4) % 3), "steps": 2, "progress": False}
     with pytest.raises((ValueError, TypeError), match=word):
         train.fit(**{**args, **kwargs})
+
+
+def test_deep_mlp_blocks_compute_what_they_say():
+    torch.manual_seed(0)
+    x = torch.randn(5, 1, 4, 4)
+    res = models.DeepMLP(in_features=16, width=6, depth=3, norm=False, residual=True).eval()
+    h = res.stem(x)
+    for block in res.blocks:
+        h = torch.relu(h + block["linear"](h))  # the skip: x + linear(x)
+    assert torch.allclose(res(x), res.head(h), atol=1e-6)
+    plain = models.DeepMLP(in_features=16, width=6, depth=3, norm=False, residual=False).eval()
+    plain.load_state_dict(res.state_dict())
+    h = plain.stem(x)
+    for block in plain.blocks:
+        h = torch.relu(block["linear"](h))
+    assert torch.allclose(plain(x), plain.head(h), atol=1e-6)
+    bn = models.DeepMLP(in_features=16, width=6, depth=2)
+    assert isinstance(bn.blocks[0]["norm"], torch.nn.BatchNorm1d) and bn.blocks[0]["linear"].bias is None
+    assert bn(x).shape == (5, 10) and models.DeepMLP(16, 6, 2)(x.flatten(1)).shape == (5, 10)
+
+
+def test_deep_mlp_plain_gradient_vanishes_and_bn_residual_restore_it():
+    x, y = torch.randn(64, 64), torch.randint(0, 10, (64,))
+    ratios = {}
+    for name, kw in {"plain": {"norm": False, "residual": False}, "bn+res": {}}.items():
+        torch.manual_seed(0)
+        net = models.DeepMLP(in_features=64, width=32, depth=20, **kw)
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        ratios[name] = net.stem[1].weight.grad.norm().item() / net.head.weight.grad.norm().item()
+    assert ratios["plain"] < 1e-4
+    assert ratios["bn+res"] > 1e-2
+
+
+@pytest.mark.parametrize("make, word", [
+    (lambda: models.DeepMLP(in_features=0), "in_features"),
+    (lambda: models.DeepMLP(width=1.5), "width"),
+    (lambda: models.DeepMLP(depth=0), "depth"),
+    (lambda: models.DeepMLP(norm="yes"), "norm"),
+    (lambda: models.DeepMLP(residual=1), "residual"),
+    (lambda: models.DeepMLP(act="swish"), "act"),
+    (lambda: models.DeepMLP(num_classes=0), "num_classes"),
+    (lambda: models.DeepMLP(in_features=16)(torch.zeros(2, 15)), "x"),
+    (lambda: models.DeepMLP(in_features=16)([0.0] * 16), "x"),
+])
+def test_deep_mlp_names_bad_arguments(make, word):
+    with pytest.raises((ValueError, TypeError), match=word):
+        make()

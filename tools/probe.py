@@ -2152,6 +2152,9 @@ def methods_distributed() -> list[Case]:
     return cases
 
 
+# --- lablib.data.series, lablib.methods.forecast (lab 18) -----------------------------------------
+
+
 def data_series() -> list[Case]:
     m = "lablib.data.series."
     base = {"n_series": 2, "days": 30, "seed": 0}
@@ -2411,6 +2414,9 @@ def deploy_serving() -> list[Case]:
     return cases
 
 
+# --- lablib.methods.custom_op ---------------------------------------------------------------------
+
+
 def methods_custom_op() -> list[Case]:
     m = "lablib.methods.custom_op."
     t = V(lambda ctx: randn(2, 3))
@@ -2438,6 +2444,68 @@ def methods_custom_op() -> list[Case]:
 # --- lablib.methods.pipeline, cache.load_or_train, models.DeepMLP (lab 19) -------------------------
 
 
+def methods_pipeline() -> list[Case]:
+    m = "lablib.methods.pipeline."
+
+    def pt(name="a", accuracy=0.9, latency_ms=1.0, size_kb=10.0, **extra):
+        return {"name": name, "accuracy": accuracy, "latency_ms": latency_ms, "size_kb": size_kb, **extra}
+
+    points = [pt("a"), pt("b", 0.95, 2.0, 20.0)]
+    budget = {"max_latency_ms": INF, "max_size_kb": INF, "min_accuracy": 0.0}
+    bad_points = [None, "ab", {"a": 1}, [1], Bad("[name '']", [pt("")]), Bad("[a, a]", [pt("a"), pt("a")]),
+                  Bad("[accuracy 1.5]", [pt(accuracy=1.5)]), Bad("[accuracy nan]", [pt(accuracy=NAN)]),
+                  Bad("[latency -1]", [pt(latency_ms=-1.0)]), Bad("[size '1']", [pt(size_kb="1")]),
+                  Bad("[accuracy True]", [pt(accuracy=True)]), Bad("[name only]", [{"name": "a"}])]
+    cases = sweep(m + "pareto_front", {"points": points}, {"points": bad_points})
+    cases += sweep(m + "choose", {"points": points, "budget": budget}, {
+        "points": bad_points[:6],
+        "budget": [None, [1], {}, Bad("+extra", {**budget, "extra": 1}), Bad("min_accuracy 2", {**budget, "min_accuracy": 2.0}),
+                   Bad("max_latency_ms nan", {**budget, "max_latency_ms": NAN}),
+                   Bad("max_size_kb -1", {**budget, "max_size_kb": -1.0}),
+                   Bad("min_accuracy '0'", {**budget, "min_accuracy": "0"})]})
+    cases += sweep(m + "dominates", {"a": pt(), "b": pt("b")}, {
+        "a": [None, [1], {"accuracy": 0.9}], "b": [pt(latency_ms=NAN), "b"]})
+    cases += sweep(m + "within", {"point": pt(), "budget": budget}, {
+        "point": [None, pt(size_kb=-1.0)], "budget": [None, {"max_size_kb": 1}]})
+    cases += sweep(m + "compound", {"base": pt(params=10), "final": pt(params=5)}, {
+        "base": [None, Bad("no params", pt()), Bad("params -1", pt(params=-1)), Bad("params '10'", pt(params="10"))],
+        "final": [Bad("accuracy 2", pt(accuracy=2.0)), 3]})
+    cases += [
+        case(m + "choose", "nothing fits: None", lambda ctx: ctx.fn(points, {**budget, "min_accuracy": 0.99}),
+             check=lambda r, ctx: r is None),
+        case(m + "compound", "zero latency: inf", lambda ctx: ctx.fn(pt(params=10), pt(params=5, latency_ms=0.0)),
+             check=lambda r, ctx: r["faster"] == INF),
+        case(m + "pareto_front", "no points: []", lambda ctx: ctx.fn([]), check=lambda r, ctx: r == []),
+    ]
+
+    def linear():
+        return torch.nn.Linear(2, 2)
+
+    def trains(model):
+        return {"seconds": 1.0}
+
+    c = "lablib.core.cache.load_or_train"
+    cases += sweep(c, {"name": "probe", "settings": {"a": 1}, "model": V(lambda ctx: linear()), "train": trains}, {
+        "name": ["../x", "", None], "settings": [None, {1: 2, "1": 3}], "model": [None, "model"],
+        "train": [None, 3, Bad("returns a list", lambda model: [1], names=("train",)),
+                  Bad("returns a tensor", lambda model: {"t": torch.ones(1)}, names=("train", "JSON", "serializable"))]})
+    cases.append(case(c, "a truncated checkpoint: retrained",
+                      lambda ctx: (ctx.fn("probe", {}, linear(), trains),
+                                   (lab("lablib.core.cache.cache_folder")("probe", {}) / "weights.pt").write_bytes(b"x"),
+                                   ctx.fn("probe", {}, linear(), trains))[-1],
+                      check=lambda r, ctx: r == (False, {"seconds": 1.0})))
+    d = "lablib.nets.models.DeepMLP"
+    cases += sweep(d, {"in_features": 16, "width": 4, "depth": 2}, {
+        "in_features": [0, "16"], "width": [0, 2.5], "depth": [0, None], "norm": ["no", 1], "residual": ["yes"],
+        "act": ["swish"], "num_classes": [0]})
+    cases += [
+        case(d + ".forward", "x=wrong feature count",
+             lambda ctx: ctx.fn(lab(d)(16, 4, 2), rand(2, 15)), ("x",)),
+        case(d + ".forward", "x=a list", lambda ctx: ctx.fn(lab(d)(16, 4, 2), [0.0] * 16), ("x",)),
+    ]
+    return cases
+
+
 CATALOGUE = (core_config, core_env, core_results, core_cache, core_checks, core_show, core_bench,
              core_viz, core_compat_validate, core_launch, data_augment, data_datasets, nets_models, nets_train,
              methods_amp, methods_distill, methods_pruning, methods_quantize, methods_fixmatch,
@@ -2445,7 +2513,7 @@ CATALOGUE = (core_config, core_env, core_results, core_cache, core_checks, core_
              methods_mixup, methods_imbalance, data_tables, methods_quality, data_versioning,
              methods_tuning, methods_monitoring, methods_efficient, methods_transfer,
              methods_continual, methods_distributed, data_series, methods_forecast, deploy_serving,
-             methods_custom_op)
+             methods_custom_op, methods_pipeline)
 
 
 def catalogue() -> list[Case]:

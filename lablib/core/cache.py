@@ -163,3 +163,42 @@ def cache_folder(name: str, settings: dict) -> Path:
         raise TypeError(f"settings must be a dict with str keys and JSON-like values: {exc}") from None
     key = hashlib.sha256(text.encode()).hexdigest()[:12]
     return config.data_dir() / "cache" / f"{name}-{key}"
+
+
+def load_or_train(name: str, settings: dict, model, train: Callable) -> tuple[bool, dict]:
+    """A model's weights from data/cache/<name>-<key of settings> if a complete checkpoint is
+    there; else train(model) (which returns a dict of JSON-able facts worth keeping, e.g. the
+    training time) and save the weights and that dict atomically.
+
+    Returns (loaded, facts): loaded is True when the cache was used. A folder that is incomplete,
+    changed since it was written, or does not fit `model` (another architecture) is retrained and
+    replaced, never trusted. Weights are read with weights_only=True."""
+    if torch is None or not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(train):
+        raise TypeError(f"train must be a function model -> dict, got {type(train).__name__}")
+    folder = cache_folder(name, settings)
+    if is_complete(folder):
+        # load_state_dict copies the tensors that fit before it raises on those that do not: keep
+        # the model's own weights to put back, so a rejected checkpoint never half-loads it
+        before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        try:
+            state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+            facts = json.loads((folder / "facts.json").read_text(encoding="utf-8"))
+            model.load_state_dict(state)
+            return True, facts
+        except (OSError, ValueError, RuntimeError, KeyError):  # unreadable, or another architecture
+            model.load_state_dict(before)
+    facts = train(model)
+    if facts is None:
+        facts = {}
+    if not isinstance(facts, dict):
+        raise TypeError(f"train(model) must return a dict (or None), got {type(facts).__name__}")
+    text = json.dumps(facts)  # a TypeError here names what cannot be saved, before anything is written
+
+    def write(tmp: Path) -> None:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / "weights.pt")
+        (tmp / "facts.json").write_text(text, encoding="utf-8")
+
+    write_folder(folder, write)
+    return False, facts

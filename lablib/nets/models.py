@@ -195,3 +195,41 @@ class DeepNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x))
         return self.head(x.mean(dim=(2, 3)))
+
+
+class DeepMLP(nn.Module):
+    """A deep multilayer perceptron on flattened images: a linear stem to `width`, `depth`
+    hidden blocks of equal width, a linear head. The fully connected twin of DeepNet.
+
+    Each block is act(x + norm(linear(x))) with the skip connection, act(norm(linear(x)))
+    without it (norm: BatchNorm1d, or nothing with norm=False). norm=False, residual=False is
+    the deep *plain* network, whose signal and gradient shrink layer by layer."""
+
+    def __init__(self, in_features: int = 64, width: int = 256, depth: int = 8, norm: bool = True,
+                 residual: bool = True, act: str = "relu", num_classes: int = 10):
+        super().__init__()
+        if act not in _ACTS:
+            raise ValueError(f"act must be one of {', '.join(_ACTS)}, got {act!r}")
+        _check_bool("norm", norm)
+        _check_bool("residual", residual)
+        self.in_features = positive_int("in_features", in_features)
+        w = positive_int("width", width)
+        self.stem = nn.Sequential(nn.Flatten(), nn.Linear(self.in_features, w), _ACTS[act]())
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict({"linear": nn.Linear(w, w, bias=not norm),
+                           "norm": nn.BatchNorm1d(w) if norm else nn.Identity()})
+            for _ in range(positive_int("depth", depth)))
+        self.act = _ACTS[act]()
+        self.residual = residual
+        self.head = nn.Linear(w, positive_int("num_classes", num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a tensor (N, ...), got {type(x).__name__}")
+        if x.ndim < 2 or math.prod(x.shape[1:]) != self.in_features:
+            raise ShapeError(f"x must be a batch (N, ...) of {self.in_features} features per row, got shape {tuple(x.shape)}")
+        h = self.stem(x)
+        for block in self.blocks:
+            out = block["norm"](block["linear"](h))
+            h = self.act(h + out) if self.residual else self.act(out)
+        return self.head(h)
