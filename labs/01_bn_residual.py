@@ -43,7 +43,7 @@
 # **Prerequisites.** Lab 00 (the setup, the digits data, `train.fit`). What a convolution is and
 # what backpropagation computes.
 #
-# **Time.** `smoke`: about 15 s. `cpu` (2 cores): about 2 minutes of compute, 45 minutes with the
+# **Time.** `smoke`: about 15 s. `cpu` (2 cores): about 1 minute of compute, 45 minutes with the
 # exercises. `gpu`: under a minute of compute.
 #
 # Answers to the open questions: `docs/answers/01_bn_residual.md`.

@@ -54,7 +54,7 @@
 # **Prerequisites.** Lab 00 (setup) and lab 01 (training a small CNN with `train.fit`); lab 02's
 # pseudo-labels help. Softmax, cross-entropy, what data augmentation is.
 #
-# **Time.** `smoke`: about 20 s; `cpu` (2 cores): about 2.5 min of computing; `gpu`: a few
+# **Time.** `smoke`: about 20 s; `cpu` (2 cores): about 1.5 min of computing; `gpu`: a few
 # minutes (1,000 steps, five seeds). Reading and the exercises: 45–60 min.
 #
 # Answers to the open questions and exercises: `docs/answers/05_fixmatch.md`.

@@ -50,7 +50,7 @@
 # **Prerequisites.** Lab 01 (a small CNN trained with `train.fit`); lab 05 helps (the same
 # low-label setting). Gaussian noise and mean squared error; no prior diffusion background.
 #
-# **Time.** `smoke`: under a minute. `cpu` (2 cores): about 4 minutes, half of it training the
+# **Time.** `smoke`: under a minute. `cpu` (2 cores): about 2–3 minutes, half of it training the
 # generator (cached: a rerun with the same settings loads it). `gpu`: a few minutes, with a longer
 # generator training and the same-data generator of section 6.
 
