@@ -3,7 +3,8 @@
   lablib.core     config (scale, device, seed, lab name), env, results (claims and records),
                   checks (self-checking exercises), show (source listings, tables), bench,
                   viz, cache (atomic files and checkpoint folders), compat (version shims only),
-                  validate (argument checks), launch (torchrun from a notebook)
+                  validate (argument checks), launch (torchrun from a notebook),
+                  progress (the exercises you passed)
   lablib.data     datasets (digits, shapes, your image folder, loaders), augment, tables (bundled
                   tabular sets, fault injection), versioning (git + DVC in an isolated sandbox),
                   series (generated daily demand with its true components)

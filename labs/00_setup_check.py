@@ -67,7 +67,7 @@ import platform
 import torch
 
 from lablib import show, table
-from lablib.core import bench, checks, config, env, results, viz
+from lablib.core import bench, checks, config, env, progress, results, viz
 from lablib.data import datasets
 from lablib.nets import models, train
 
@@ -264,6 +264,16 @@ results.record({
     "latency batch 1 (ms)": timings[1].median_ms,
     "latency batch 64 (ms)": timings[64].median_ms,
 })
+
+# %% [markdown]
+# ## 6. Your progress
+#
+# Every exercise you pass (your own answer, `[✓] correct`) is noted in `results/progress.json` with
+# the date. This table is the same as `python -m lablib.core.progress` in a terminal: each lab, how
+# many of its exercises you have passed, and which are left. Come back to it as you go.
+
+# %%
+progress.main([])
 
 # %% [markdown]
 # ## Going further

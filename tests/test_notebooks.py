@@ -8,7 +8,7 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from lablib.core import config
+from lablib.core import config, progress
 
 ROOT = Path(__file__).resolve().parent.parent
 LABS = ROOT / "labs"
@@ -34,17 +34,7 @@ def test_pair_in_sync_and_without_outputs(src):
     assert outputs == 0 and not any(counts), f"{nb_path.name} carries outputs: run `make sync` before committing"
 
 
-def _exercise_names(code: str) -> list[str]:
-    """Names of the functions/classes decorated @checks.exercise and of checks.answer("name", ...)."""
-    names = []
-    for node in ast.walk(ast.parse(code)):
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-            if any(ast.unparse(d) == "checks.exercise" for d in node.decorator_list):
-                names.append(node.name)
-        elif isinstance(node, ast.Call) and ast.unparse(node.func) == "checks.answer" and node.args:
-            if isinstance(node.args[0], ast.Constant):
-                names.append(node.args[0].value)
-    return names
+_exercise_names = progress.exercise_names
 
 
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)

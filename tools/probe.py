@@ -643,6 +643,20 @@ def core_cache() -> list[Case]:
     return cases
 
 
+def core_progress() -> list[Case]:
+    m = "lablib.core.progress."
+    cases = sweep(m + "remember", {"lab": "02_distillation", "exercise": "my_tau"}, {
+        "lab": [None, "", "distillation", "../02_x", 2],
+        "exercise": [None, "", 3],
+    })
+    cases.append(case(m + "load", "a damaged progress.json: no progress",
+                      lambda ctx: ((lab("lablib.core.config.results_dir")() / "progress.json").parent.mkdir(exist_ok=True),
+                                   (lab("lablib.core.config.results_dir")() / "progress.json").write_text("{oops"),
+                                   ctx.fn())[-1],
+                      check=lambda r, ctx: r == {}))
+    return cases
+
+
 def core_checks() -> list[Case]:
     m = "lablib.core.checks."
 
@@ -2506,7 +2520,7 @@ def methods_pipeline() -> list[Case]:
     return cases
 
 
-CATALOGUE = (core_config, core_env, core_results, core_cache, core_checks, core_show, core_bench,
+CATALOGUE = (core_config, core_env, core_results, core_cache, core_checks, core_progress, core_show, core_bench,
              core_viz, core_compat_validate, core_launch, data_augment, data_datasets, nets_models, nets_train,
              methods_amp, methods_distill, methods_pruning, methods_quantize, methods_fixmatch,
              methods_diffusion, methods_stable_diffusion, deploy_onnx_export, data_augment_affine,

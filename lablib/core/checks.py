@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lablib.core import config
+from lablib.core import config, progress
 from lablib.core.validate import integer, positive_int, real
 
 NOT_ATTEMPTED, CORRECT, WRONG, ERROR = "not attempted", "correct", "wrong", "error"
@@ -59,12 +59,23 @@ class Verdict:
 def _report(verdict: Verdict, quiet: bool, record: bool = True) -> Verdict:
     if verdict.name and record:
         VERDICTS[verdict.name] = verdict.status
+        if verdict.status == CORRECT and not config.solutions():
+            _remember(verdict.name)
     if not quiet:
         print(repr(verdict))
     if config.solutions() and verdict.status != CORRECT:
         raise AssertionError(f"LAB_SOLUTIONS=1: the reference answer of {verdict.name or 'an exercise'} "
                              f"was judged {verdict.status}: {verdict.message}")
     return verdict
+
+
+def _remember(name: str) -> None:
+    """The learner's own answer passed: note it in results/progress.json (see lablib.core.progress).
+    Outside a lab (no notebook name) or on a read-only disk there is nothing to note it in."""
+    try:
+        progress.remember(config.lab_name(), name)
+    except (RuntimeError, OSError):
+        pass
 
 
 # --- solutions -------------------------------------------------------------------------------
