@@ -9,7 +9,7 @@ NBMAKE := $(BIN)/python -m pytest --nbmake --nbmake-timeout=900 -p no:cacheprovi
 # A lab is labs/NN_topic.ipynb, or labs/NN_topic/NN_topic.ipynb when it has scripts beside it.
 LABS   := $(sort $(wildcard labs/[0-9][0-9]_*.ipynb labs/[0-9][0-9]_*/[0-9][0-9]_*.ipynb))
 
-.PHONY: setup deepspeed lab serve test unit lint pins smoke cpu results sync docker docker-run mutants clean help
+.PHONY: setup deepspeed lab serve test unit lint pins smoke cpu site results sync docker docker-run mutants clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -19,6 +19,7 @@ help:
 	@echo "make test     set up .venv if missing, then lint, unit tests, labs at smoke and cpu scale, results report"
 	@echo "make smoke    run every lab at LAB_SCALE=smoke with the reference answers (quick loop)"
 	@echo "make results  run every lab at the current LAB_SCALE and render docs/results.md"
+	@echo "make site     the static site (build/site): the labs with their cpu outputs and the docs, checked in Chromium"
 	@echo "make sync     regenerate labs/*.ipynb from labs/*.py (the .py is the source)"
 	@echo "make pins     resolve the pinned Docker/conda stacks with pip (dry run, needs PyPI)"
 	@echo "make docker   build the CUDA 12.1 JupyterLab image; make docker-run serves it on 127.0.0.1:8888"
@@ -90,16 +91,27 @@ smoke: setup
 
 # The cpu run asserts each lab's effect; old cpu records are cleared first so the check
 # below proves that every lab wrote a fresh one in this run.
+# It also keeps each executed notebook in build/executed/ for `make site` (conftest.py's
+# LAB_EXECUTED_DIR hook), so the site shows these very runs and no lab runs twice.
 cpu: setup
 	rm -f results/*.cpu.json
-	LAB_SCALE=cpu $(NBMAKE) $(LABS)
+	rm -rf build/executed
+	LAB_EXECUTED_DIR=build/executed LAB_SCALE=cpu $(NBMAKE) $(LABS)
 	$(BIN)/python -m lablib.core.results --scale cpu --require-all
+
+# The static site (build/site/) from the executed notebooks and docs/, then every page opened in
+# headless Chromium (Debian's chromium; make test says SKIPPED for that check where there is none).
+SITE_CHECK_ARGS ?=
+site: setup
+	$(BIN)/python tools/build_site.py
+	$(BIN)/python tools/check_site.py $(SITE_CHECK_ARGS)
 
 results: setup
 	$(NBMAKE) $(LABS)
 	$(BIN)/python -m lablib.core.results
 
 test: deepspeed lint pins unit smoke cpu
+	$(MAKE) site SITE_CHECK_ARGS=--skip-without-browser
 
 # Small deliberate bugs in the safety-critical code, each run against its tests (about 30 min;
 # report in data/mutants/report.json). Not part of `make test`. MUTANTS_ARGS=--named-only is quick.

@@ -1,0 +1,210 @@
+"""Build the curriculum's static site: every lab with the outputs of an executed run, the docs.
+
+    .venv/bin/python tools/build_site.py            # -> build/site/index.html
+
+Sources are generated into build/site-src (labs, docs, an index page) and Sphinx + myst-nb turn
+them into HTML in build/site; nothing is executed here and nothing is fetched from the network.
+A lab's executed copy comes from build/executed/<lab>.ipynb (`make cpu` writes them through the
+LAB_EXECUTED_DIR hook in conftest.py); without one the page shows the notebook without outputs
+and says so. Each lab page opens with a one-line banner: when the copy ran and on what (the
+environment stamp of the results/<lab>.<scale>.json written by that same run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ["setup", "facilitator", "agendas", "techniques", "results", "testing", "hub",
+        "lab-template"]
+# Docs links that point outside the site (source folders): shown as plain text instead.
+OUTSIDE = re.compile(r"\[([^\]]+)\]\((?:\.\./)+(?:labs|lablib|tools|tests)/[^)]*\)")
+
+CONF = '''\
+project = "AI Engineering Lab"
+# githubpages writes .nojekyll: GitHub Pages' Jekyll would hide _static/ and _images/
+extensions = ["myst_nb", "sphinx.ext.githubpages"]
+nb_execution_mode = "off"      # the labs ran under `make cpu`; the site only shows them
+myst_heading_anchors = 3       # docs link to headings as page.md#some-heading
+html_theme = "alabaster"       # Sphinx's own: no extra package, a search box in the sidebar
+html_title = "AI Engineering Lab"
+html_show_sourcelink = False
+html_static_path = ["_static"]  # custom.css: alabaster links it on every page
+html_favicon = "_static/favicon.svg"  # else browsers ask for /favicon.ico and log a 404
+exclude_patterns = ["_build"]
+# setup.md shows Colab cells (`!git`, `%cd`) as python: the highlighter falls back, fine
+suppress_warnings = ["mystnb.unknown_mime_type", "misc.highlighting_failure"]
+'''
+FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+           '<rect width="16" height="16" rx="3" fill="#2a6f97"/></svg>\n')
+
+
+def lab_notebooks(labs: Path) -> list[Path]:
+    """labs/NN_topic.ipynb and labs/NN_topic/NN_topic.ipynb, in lab order."""
+    found = list(labs.glob("[0-9][0-9]_*.ipynb")) + list(labs.glob("[0-9][0-9]_*/[0-9][0-9]_*.ipynb"))
+    return sorted(found, key=lambda p: p.name)
+
+
+def _when_ran(nb) -> tuple[datetime, datetime] | None:
+    """First and last cell execution times that nbclient recorded in the executed notebook."""
+    stamps = []
+    for cell in nb.cells:
+        timing = cell.get("metadata", {}).get("execution", {})
+        for key in ("iopub.execute_input", "shell.execute_reply"):
+            if key in timing:
+                stamps.append(datetime.fromisoformat(timing[key].replace("Z", "+00:00")))
+    return (min(stamps), max(stamps)) if stamps else None
+
+
+def _stamp_of_that_run(lab: str, ran: tuple[datetime, datetime], results: Path) -> dict | None:
+    """The results record written by the same run: its env date falls inside the run's window."""
+    for scale in ("cpu", "smoke", "gpu"):
+        path = results / f"{lab}.{scale}.json"
+        try:
+            record = json.loads(path.read_text())
+            date = datetime.fromisoformat(record["env"]["date"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if ran[0] - timedelta(minutes=1) <= date <= ran[1] + timedelta(minutes=1):
+            return record
+    return None
+
+
+def banner(lab: str, executed, results: Path) -> str:
+    """The one line at the top of a lab page: when and on what its outputs were produced."""
+    if executed is None:
+        return (f"*This page shows the notebook **without outputs**: no executed copy of {lab} "
+                "was found when the site was built (`make cpu` writes them).*")
+    ran = _when_ran(executed)
+    if ran is None:
+        return "*Outputs from an executed run (its date was not recorded).*"
+    when = ran[0].strftime("%Y-%m-%d %H:%M UTC")
+    record = _stamp_of_that_run(lab, ran, results)
+    if record is None:
+        return f"*Outputs from a run on {when}; no environment stamp of that run was found.*"
+    env = record["env"]
+    versions = env.get("versions", {})
+    parts = [f"scale `{record.get('scale')}`", env.get("device", "?"),
+             f"Python {versions.get('python', '?')}", f"torch {versions.get('torch', '?')}",
+             f"lablib {versions.get('lablib', '?')}"]
+    if record.get("wall_s") is not None:
+        parts.append(f"{record['wall_s']:.0f} s")
+    return f"*Outputs from the run on {when}: {', '.join(parts)}.*"
+
+
+def lab_page(source: Path, executed_dir: Path, results: Path) -> tuple[object, bool]:
+    """The notebook to publish (executed copy if any) with the banner under its title."""
+    lab = source.stem
+    copy = executed_dir / source.name
+    executed = None
+    if copy.exists():
+        try:
+            executed = nbformat.read(str(copy), as_version=4)
+        except Exception as err:  # a corrupt copy: publish the plain notebook, say why
+            print(f"  {copy}: unreadable ({err}); using the notebook without outputs")
+    nb = executed if executed is not None else nbformat.read(str(source), as_version=4)
+    _drop_widgets(nb)
+    line = banner(lab, executed, results)
+    first = nb.cells[0] if nb.cells else None
+    if first is not None and first.cell_type == "markdown" and first.source.startswith("# "):
+        title, _, rest = first.source.partition("\n")  # the banner goes right under the title
+        first.source = f"{title}\n\n{line}\n\n{rest}"
+    else:
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(line))
+    return nb, executed is not None
+
+
+def _drop_widgets(nb) -> None:
+    """Progress bars as text: live widgets would load their JavaScript from a CDN when the page
+    is viewed (offline rooms, file:// copies); a widget output keeps its text/plain form."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            output.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
+
+
+def doc_page(text: str) -> str:
+    text = OUTSIDE.sub(r"\1", text)
+    return text.replace("](answers/)", "](answers/README.md)")
+
+
+def index_page(labs: list[str], docs: list[str], answers: list[str]) -> str:
+    def tree(caption: str, entries: list[str]) -> str:
+        return "```{toctree}\n:maxdepth: 1\n:caption: " + caption + "\n\n" + \
+            "\n".join(entries) + "\n```\n"
+
+    return ("# AI Engineering Lab\n\nA hands-on curriculum: each lab below is shown with the "
+            "outputs of an executed run (the banner at the top of a lab says when and on what it "
+            "ran). Use the search box to find a technique.\n\n"
+            + tree("Labs", [f"labs/{name}" for name in labs])
+            + tree("Guides", [f"docs/{name}" for name in docs])
+            + tree("Answers (facilitator key)", [f"docs/answers/{name}" for name in answers]))
+
+
+def generate(src: Path, executed_dir: Path, results: Path) -> dict:
+    if src.exists():
+        shutil.rmtree(src)
+    (src / "labs").mkdir(parents=True)
+    (src / "docs" / "answers").mkdir(parents=True)
+    labs, with_outputs = [], 0
+    for source in lab_notebooks(ROOT / "labs"):
+        nb, has_outputs = lab_page(source, executed_dir, results)
+        nbformat.write(nb, str(src / "labs" / source.name))
+        labs.append(source.stem)
+        with_outputs += has_outputs
+    docs = [name for name in DOCS if (ROOT / "docs" / f"{name}.md").exists()]
+    for name in docs:
+        text = (ROOT / "docs" / f"{name}.md").read_text()
+        (src / "docs" / f"{name}.md").write_text(doc_page(text))
+    answers = sorted(p.stem for p in (ROOT / "docs" / "answers").glob("*.md"))
+    for name in answers:
+        text = (ROOT / "docs" / "answers" / f"{name}.md").read_text()
+        (src / "docs" / "answers" / f"{name}.md").write_text(doc_page(text))
+    if "README" in answers:  # the answers' own index page first
+        answers.remove("README")
+        answers.insert(0, "README")
+    (src / "index.md").write_text(index_page(labs, docs, answers))
+    (src / "conf.py").write_text(CONF)
+    (src / "_static").mkdir()
+    (src / "_static" / "custom.css").write_text("div.body { max-width: 1100px; }\n")
+    (src / "_static" / "favicon.svg").write_text(FAVICON)
+    return {"labs": len(labs), "with_outputs": with_outputs, "docs": len(docs) + len(answers)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--executed", type=Path, default=ROOT / "build" / "executed",
+                        help="folder of executed lab notebooks (default build/executed)")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "site",
+                        help="HTML output folder (default build/site)")
+    parser.add_argument("--src", type=Path, default=ROOT / "build" / "site-src",
+                        help="folder for the generated sources (default build/site-src)")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    src = args.src
+    counts = generate(src, args.executed, ROOT / "results")
+    print(f"sources: {counts['labs']} labs ({counts['with_outputs']} with outputs), "
+          f"{counts['docs']} doc pages -> {src}")
+    # -E: no stale pickles from an earlier build; -q: warnings only. Offline: nothing fetched.
+    cmd = [sys.executable, "-m", "sphinx", "-E", "-q", "-b", "html", "-j", "auto",
+           str(src), str(args.out)]
+    done = subprocess.run(cmd, check=False)
+    if done.returncode != 0:
+        return done.returncode
+    pages = len(list(args.out.rglob("*.html")))
+    print(f"site: {pages} HTML pages in {args.out} ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
