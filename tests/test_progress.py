@@ -74,3 +74,8 @@ def test_the_command_prints_the_table(_isolated, capsys):
     assert progress.main([]) == 0
     out = capsys.readouterr().out
     assert "02_distillation" in out and "1/2" in out and "my_tau" in out and "1 passed" in out
+
+
+def test_the_command_says_so_when_there_are_no_labs(_isolated, capsys):
+    assert progress.main([]) == 0
+    assert "no lab with exercises found" in capsys.readouterr().out

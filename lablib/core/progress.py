@@ -93,6 +93,9 @@ def main(argv=None) -> int:
     from lablib.core.show import table
 
     rows = summary()
+    if not rows:  # a folder of notebooks without the project's labs/ (a hub user's copy, say)
+        print(f"no lab with exercises found in {config.project_root() / 'labs'}")
+        return 0
     total = sum(int(r["passed"].split("/")[0]) for r in rows)
     table(rows, title=f"your exercises on this machine ({path()}): {total} passed")
     return 0
