@@ -37,6 +37,15 @@ COPY --chown=lab:lab requirements/gpu-cu121.txt requirements/gpu-cu121.txt
 RUN python -m pip install --upgrade pip==25.3 \
     && python -m pip install -r requirements/gpu-cu121.txt
 
+# The hub's side of JupyterHub in this image (jupyterhub-singleuser, which a hub starts instead of
+# `jupyter lab`; docker/entrypoint.sh picks it when JUPYTERHUB_API_TOKEN is set). Its major
+# version must match the hub's: pass --build-arg JUPYTERHUB_VERSION=5.5.4 for a 5.x hub. The pin
+# file comes again (already installed, nothing is reinstalled) so that the hub package cannot
+# move a pinned package: pip fails instead. (Not -c: pip refuses a constraint with extras.)
+ARG JUPYTERHUB_VERSION=6.1.1
+RUN python -m pip install -r requirements/gpu-cu121.txt "jupyterhub==${JUPYTERHUB_VERSION}" \
+    && jupyterhub-singleuser --version
+
 # The project itself. --no-deps: the pins above already satisfy pyproject.toml (a test checks),
 # and pyproject's `onnxruntime` must not be installed beside onnxruntime-gpu.
 COPY --chown=lab:lab pyproject.toml README.md LICENSE Makefile jupytext.toml conftest.py ./
@@ -48,6 +57,7 @@ RUN python -m pip install --no-deps -e . \
     && python -c "import torch, lablib; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"
 
 EXPOSE 8888
+# Under a hub the server answers at its port and prefix (JUPYTERHUB_SERVICE_URL), not at /api.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8888/api', timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.parse as p, urllib.request as r; u = p.urlsplit(os.environ.get('JUPYTERHUB_SERVICE_URL', 'http://127.0.0.1:8888/')); r.urlopen(f'http://127.0.0.1:{u.port or 8888}' + u.path.rstrip('/') + '/api', timeout=4)"]
 ENTRYPOINT ["/usr/bin/tini", "--", "/home/lab/entrypoint.sh"]

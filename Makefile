@@ -9,7 +9,7 @@ NBMAKE := $(BIN)/python -m pytest --nbmake --nbmake-timeout=900 -p no:cacheprovi
 # A lab is labs/NN_topic.ipynb, or labs/NN_topic/NN_topic.ipynb when it has scripts beside it.
 LABS   := $(sort $(wildcard labs/[0-9][0-9]_*.ipynb labs/[0-9][0-9]_*/[0-9][0-9]_*.ipynb))
 
-.PHONY: setup deepspeed lab serve test unit lint pins smoke cpu site results sync docker docker-run mutants clean help
+.PHONY: setup deepspeed lab serve test unit lint pins smoke cpu site hub-test results sync docker docker-run mutants clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -20,6 +20,7 @@ help:
 	@echo "make smoke    run every lab at LAB_SCALE=smoke with the reference answers (quick loop)"
 	@echo "make results  run every lab at the current LAB_SCALE and render docs/results.md"
 	@echo "make site     the static site (build/site): the labs with their cpu outputs and the docs, checked in Chromium"
+	@echo "make hub-test a real JupyterHub on 127.0.0.1: two users log in, run lab 00, cannot see each other's files (~1 min; not in make test)"
 	@echo "make sync     regenerate labs/*.ipynb from labs/*.py (the .py is the source)"
 	@echo "make pins     resolve the pinned Docker/conda stacks with pip (dry run, needs PyPI)"
 	@echo "make docker   build the CUDA 12.1 JupyterLab image; make docker-run serves it on 127.0.0.1:8888"
@@ -112,6 +113,20 @@ results: setup
 
 test: deepspeed lint pins unit smoke cpu
 	$(MAKE) site SITE_CHECK_ARGS=--skip-without-browser
+
+# The workshop room (docs/hub.md): JupyterHub from PyPI and its proxy from npm (Node.js >= 20),
+# installed on first use into .venv and data/hub/; not part of make test (about a minute).
+HUB_PROXY := data/hub/npm/node_modules/.bin/configurable-http-proxy
+$(HUB_PROXY):
+	npm install --prefix data/hub/npm --no-audit --no-fund configurable-http-proxy@5.3.0
+
+$(VENV)/.jupyterhub: $(VENV)/.installed
+	$(PIP) install -q -c $(CONSTRAINTS) jupyterhub==6.1.1
+	touch $@
+
+HUB_TEST_ARGS ?=
+hub-test: $(VENV)/.jupyterhub $(HUB_PROXY)
+	$(BIN)/python tools/hub_test.py $(HUB_TEST_ARGS)
 
 # Small deliberate bugs in the safety-critical code, each run against its tests (about 30 min;
 # report in data/mutants/report.json). Not part of `make test`. MUTANTS_ARGS=--named-only is quick.

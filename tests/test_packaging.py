@@ -3,6 +3,7 @@
 (run by `make test`) resolves the pinned sets with pip; these tests check what can be checked
 by reading the files."""
 
+import json
 import re
 import subprocess
 import sys
@@ -101,15 +102,41 @@ def test_dockerfile_builds_the_documented_environment():
     assert "HEALTHCHECK" in text and "EXPOSE 8888" in text
 
 
-def run_entrypoint(tmp_path, args, token=None):
-    """Run the image's entrypoint with a stand-in `jupyter` that reports what it was given."""
+def test_dockerfile_can_serve_under_a_hub():
+    """jupyterhub-singleuser is in the image, pinned (a build argument, to match a hub's major
+    version) and held to the pin file; the health check follows the hub's port and prefix.
+    (That the pins and jupyterhub resolve together for Python 3.10 was checked with pip's dry run;
+    see docs/hub.md.)"""
+    text = (ROOT / "Dockerfile").read_text()
+    arg = re.search(r"^ARG JUPYTERHUB_VERSION=(\S+)$", text, re.M)
+    assert arg and Version(arg.group(1)).major >= 5
+    # With the pin file as requirements (pip refuses it as constraints: transformers[torch]).
+    assert 'pip install -r requirements/gpu-cu121.txt "jupyterhub==${JUPYTERHUB_VERSION}"' in text
+    assert "jupyterhub-singleuser --version" in text
+    health = re.search(r"^\s*CMD (\[.*\])$", text, re.M)
+    code = json.loads(health.group(1))[-1]
+    assert "JUPYTERHUB_SERVICE_URL" in code and "/api" in code
+    for service_url, expected in ((None, "http://127.0.0.1:8888/api"),
+                                  ("http://0.0.0.0:8888/user/ada/", "http://127.0.0.1:8888/user/ada/api"),
+                                  ("http://10.0.0.5:9999/user/b%40x/", "http://127.0.0.1:9999/user/b%40x/api")):
+        probe = code.replace("r.urlopen(", "print(").replace(", timeout=4)", ")")
+        environ = {"PATH": "/usr/bin:/bin"} | ({"JUPYTERHUB_SERVICE_URL": service_url} if service_url else {})
+        run = subprocess.run([sys.executable, "-c", probe], env=environ, capture_output=True, text=True)
+        assert run.stdout.strip() == expected, run.stderr
+
+
+def run_entrypoint(tmp_path, args, token=None, hub=None):
+    """Run the image's entrypoint with stand-ins for `jupyter` and `jupyterhub-singleuser` that
+    report which one ran and what it was given. `hub`: the environment a JupyterHub spawner sets."""
     fake = tmp_path / "bin"
     fake.mkdir(exist_ok=True)
-    (fake / "jupyter").write_text('#!/bin/sh\necho "TOKEN=$JUPYTER_TOKEN"\nfor a in "$@"; do echo "ARG=$a"; done\n')
-    (fake / "jupyter").chmod(0o755)
+    for program in ("jupyter", "jupyterhub-singleuser"):
+        (fake / program).write_text(f'#!/bin/sh\necho "RAN={program}"\necho "TOKEN=$JUPYTER_TOKEN"\n'
+                                    'for a in "$@"; do echo "ARG=$a"; done\n')
+        (fake / program).chmod(0o755)
     if not (fake / "python").exists():
         (fake / "python").symlink_to(sys.executable)
-    environ = {"PATH": f"{fake}:/usr/bin:/bin"}
+    environ = {"PATH": f"{fake}:/usr/bin:/bin", **(hub or {})}
     if token is not None:
         environ["JUPYTER_TOKEN"] = token
     return subprocess.run(["sh", str(ROOT / "docker" / "entrypoint.sh"), *args], env=environ,
@@ -168,3 +195,42 @@ def test_lab00_minimums_match_pyproject():
 def test_pinned_torch_is_within_the_supported_range():
     (lowest,) = [low for dist, _, low, _ in env.REQUIREMENTS if dist == "torch"]
     assert pinned_version(pins(lines(GPU))["torch"]) >= Version(lowest)
+
+
+HUB = {"JUPYTERHUB_API_TOKEN": "hub-given-token", "JUPYTERHUB_USER": "ada",
+       "JUPYTERHUB_SERVICE_PREFIX": "/user/ada/"}
+
+
+@pytest.mark.parametrize("command", [[], ["jupyterhub-singleuser"], ["/opt/venv/bin/jupyterhub-singleuser"]],
+                         ids=["no-command", "command", "command-path"])
+def test_entrypoint_under_a_hub_runs_the_single_user_server(tmp_path, command):
+    """A spawner sets JUPYTERHUB_API_TOKEN (and may pass the command first): jupyterhub-singleuser
+    runs with the hub's arguments, in the labs folder, and no token of the entrypoint's making."""
+    run = run_entrypoint(tmp_path, [*command, "--ip=0.0.0.0", "--port=8888"], hub=HUB)
+    assert run.returncode == 0, run.stderr
+    assert re.findall(r"^RAN=(.*)$", run.stdout, re.M) == ["jupyterhub-singleuser"]
+    args = re.findall(r"^ARG=(.*)$", run.stdout, re.M)
+    assert args == ["--ServerApp.root_dir=/home/lab/ai-eng-lab/labs", "--ip=0.0.0.0", "--port=8888"]
+    assert "TOKEN=\n" in run.stdout + "\n" and "lab?token=" not in run.stdout
+
+
+def test_entrypoint_under_a_hub_keeps_the_hubs_notebook_dir(tmp_path):
+    run = run_entrypoint(tmp_path, ["jupyterhub-singleuser"], hub={**HUB, "JUPYTERHUB_ROOT_DIR": "/home/lab/work"})
+    assert run.returncode == 0, run.stderr
+    assert re.findall(r"^ARG=(.*)$", run.stdout, re.M) == []
+
+
+@pytest.mark.parametrize("blank", ["", "  "], ids=["empty", "spaces"])
+def test_entrypoint_refuses_a_blank_hub_token(tmp_path, blank):
+    run = run_entrypoint(tmp_path, [], hub={**HUB, "JUPYTERHUB_API_TOKEN": blank})
+    assert run.returncode == 2 and "RAN=" not in run.stdout, "no server may start"
+    assert "JUPYTERHUB_API_TOKEN" in run.stderr
+
+
+def test_entrypoint_without_a_hub_never_runs_the_hub_command(tmp_path):
+    """Standalone, a first argument naming the single-user server starts nothing but JupyterLab
+    with its token: no argument switches the token check off."""
+    run = run_entrypoint(tmp_path, ["jupyterhub-singleuser"], token=None)
+    assert run.returncode == 0, run.stderr
+    assert re.findall(r"^RAN=(.*)$", run.stdout, re.M) == ["jupyter"]
+    assert re.findall(r"^ARG=(.*)$", run.stdout, re.M)[-1].startswith("--IdentityProvider.token=")
