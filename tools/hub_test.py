@@ -37,7 +37,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -48,6 +47,8 @@ import uuid
 from pathlib import Path
 
 import nbformat
+
+from lablib.core.launch import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HUB = ROOT / "data" / "hub"
@@ -77,12 +78,6 @@ def seed_project(folder: Path) -> None:
         target = folder / source.relative_to(ROOT)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def hub_config(*, run_dir: Path, users_dir: Path, proxy: Path, ports: dict[str, int],
