@@ -1,4 +1,5 @@
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -224,3 +225,37 @@ def test_print_report_needs_a_list_of_requirements(checks):
 
     with pytest.raises(TypeError, match="checks"):
         env.print_report(checks)
+
+
+# --- figures in notebooks: twice the pixels, shown at the same size ----------------------------
+
+
+def test_sharp_figures_only_inside_a_kernel(monkeypatch):
+    from matplotlib_inline.config import InlineBackend
+
+    backend = InlineBackend.instance()
+    monkeypatch.setattr(backend, "figure_formats", {"png"})
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    assert config.sharp_figures() is False and backend.figure_formats == {"png"}
+    monkeypatch.setitem(sys.modules, "ipykernel", object())
+    assert config.sharp_figures() is True and backend.figure_formats == {"retina"}
+
+
+def test_a_lab_figure_is_drawn_at_twice_its_shown_size():
+    # a real kernel: lablib imported after pyplot (the inline backend is already on) still applies
+    import base64
+    import struct
+
+    import nbclient
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\nimport lablib"),
+                nbformat.v4.new_code_cell("fig = plt.figure(figsize=(4, 3)); plt.close(fig)\n"
+                                            "fig.subplots().plot([0, 1]); fig")]
+    nbclient.NotebookClient(nb, kernel_name="python3", timeout=120).execute()
+    (output,) = [o for o in nb.cells[1].outputs if "image/png" in o.get("data", {})]
+    width, height = struct.unpack(">II", base64.b64decode(output["data"]["image/png"])[16:24])
+    shown = output["metadata"]["image/png"]
+    assert (width // 2, height // 2) == (shown["width"], shown["height"])
+    assert shown["width"] > 200  # a 4-inch figure, not a thumbnail

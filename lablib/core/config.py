@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import random
 import re
+import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -234,3 +236,22 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(data_dir() / "cache" / "tor
 # Its precompiled C++ header (~150 MB, torch.compile on CPU) goes to /tmp/torchinductor_<user>
 # whatever that setting says (torch's _HEADER_DIR uses the default folder): switch it off.
 os.environ.setdefault("TORCHINDUCTOR_CPP_CACHE_PRECOMPILE_HEADERS", "0")
+
+
+def sharp_figures() -> bool:
+    """In a notebook, draw figures at twice the pixels and show them at the same size ("retina"
+    PNGs): sharp on a projector, and the copies `make site` exports are fit for a slide.
+    Returns whether it applied (False outside a Jupyter kernel)."""
+    if "ipykernel" not in sys.modules:
+        return False
+    try:  # the inline backend's own settings; setting them does not import matplotlib
+        from matplotlib_inline.config import InlineBackend
+    except ImportError:  # pragma: no cover - ships with ipykernel
+        return False
+    with warnings.catch_warnings():  # traitlets deprecates the backend's own change handler
+        warnings.simplefilter("ignore", DeprecationWarning)
+        InlineBackend.instance().figure_formats = {"retina"}
+    return True
+
+
+sharp_figures()
