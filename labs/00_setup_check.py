@@ -148,7 +148,7 @@ print(f"SmallCNN: {models.count_params(model):,} parameters")
 history = train.fit(model, train_loader, val_loader, epochs=cfg.epochs, lr=3e-3, device=device, desc="SmallCNN")
 history
 
-# %%
+# %% figure="learning-curves"
 viz.curves({"SmallCNN": history}, metrics=("train_loss", "val_acc"), title="Learning curves")
 
 # %% [markdown]
@@ -205,7 +205,7 @@ results.claim("this machine keeps up with the reference machine", ratio, holds=r
               asserted=False)
 print("verdict:", env.speed_verdict(train_img_per_s))
 
-# %%
+# %% figure="training-and-inference-speed"
 viz.bars(
     {"train (img/s)": train_img_per_s, "predict b=64 (img/s)": 64 / (timings[64].median_ms / 1e3)},
     ylabel="images per second",

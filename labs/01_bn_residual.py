@@ -199,7 +199,7 @@ table({name: {"test acc": runs[name]["test_acc"], "chance": 0.1} for name in ("p
 # The per-layer gradient norms at the first training step show what reaches each layer: read the
 # plot from right (the output) to left (the input).
 
-# %%
+# %% figure="gradient-norm-per-layer-plain"
 def first_and_last(name):
     norms = list(runs[name]["monitor"].first().values())
     return norms[1], norms[-2]  # first and last of the repeated blocks (skip stem and head)
@@ -333,12 +333,12 @@ rows = {name: {"test acc": r["test_acc"], "loss, epoch 1": r["history"]["train_l
         for name, r in runs.items()}
 table(rows, title=f"depth {cfg.depth}, width {cfg.width}, {cfg.epochs} epochs, same data and seed for every run")
 
-# %%
+# %% figure="learning-curves-plain-vs-fixed"
 # "plain sigmoid" is left out: at a depth where it learns nothing its curves lie on top of "plain relu".
 viz.curves({name: r["history"] for name, r in runs.items() if name != "plain sigmoid"},
            metrics=("train_loss", "val_acc"), title=f"Depth {cfg.depth}: learning curves")
 
-# %%
+# %% figure="gradient-norm-before-after-fixes"
 viz.per_layer({name: runs[name]["monitor"].first() for name in ("plain relu", "BN only", "residual only", "BN + residual")},
                title="Gradient norm per layer at the first step: before and after the fixes")
 

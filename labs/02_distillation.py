@@ -123,7 +123,7 @@ print(f"student: {student_params:,} parameters ({teacher_params / student_params
 # extra information a hard label does not carry. Dividing the logits by `T > 1` before the softmax
 # flattens the distribution. Here is what `T` does to the teacher's probabilities for one test image:
 
-# %%
+# %% figure="teacher-soft-targets"
 with torch.no_grad():
     test_logits = teacher(splits.test.x.to(device)).cpu()
 probs = F.softmax(test_logits, dim=1)
@@ -349,7 +349,7 @@ for seed in range(cfg.seeds):
 # %% [markdown]
 # ## 5. Measurement
 
-# %%
+# %% figure="student-accuracy-by-experiment"
 def mean(key):
     return statistics.mean(scores[key])
 

@@ -246,7 +246,7 @@ table([{"removed": r["amount"], "remaining": 1 - r["amount"], "sparsity": r["spa
 # The plot puts the share of weights *remaining* on a log scale, so that 10 %, 5 % and 2 % left,
 # where everything happens, are spread out. The dashed lines are the two unpruned references.
 
-# %%
+# %% figure="accuracy-vs-sparsity"
 remaining = [1 - r["amount"] for r in sweep]
 fig = viz.lines(
     {
@@ -443,10 +443,10 @@ table({name: {"params": models.count_params(model), "sparsity": pruning.sparsity
               "raw file (MB)": size[name]["raw"] / 1e6, "zlib (MB)": size[name]["compressed"] / 1e6}
        for name, model in contenders.items()})
 
-# %%
+# %% figure="latency-by-pruning"
 viz.bars(latency, ylabel=f"ms per batch of {cfg.bench_batch}", title="Latency per batch")
 
-# %%
+# %% figure="file-size-raw-and-compressed"
 viz.grouped_bars(
     {name: {"raw": size[name]["raw"] / 1e6, "zlib-compressed": size[name]["compressed"] / 1e6} for name in contenders},
     ylabel="MB",

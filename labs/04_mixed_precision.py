@@ -219,7 +219,7 @@ table([{k: v if k == "dtype" else f"{v:.3g}" for k, v in row.items()} for row in
 # count the share of them that becomes exactly **zero** when stored in fp16, in bf16, and in fp16
 # after multiplying the loss by `2**16` (the GradScaler's initial scale):
 
-# %%
+# %% figure="gradient-magnitude-by-decade"
 def train_model(precision, step=train_step, seed=0, loss_scaling=None):
     """A SmallCNN trained on the digits for cfg.epochs epochs at `precision`, every optimizer step
     taken by `step` (the one written above, or yours): the same seed, data order and schedule
@@ -334,7 +334,7 @@ else:
 # `train_step` (forward, backward, Adam) on a `SmallCNN` and a batch of digits upsampled to
 # `bench_size` pixels, so the convolutions have some work to do.
 
-# %%
+# %% figure="step-time-fp32-vs-bf16"
 def timed_step(precision, x, y, step=train_step):
     """A no-argument call of `step` on a fresh SmallCNN and the batch (x, y), for bench.compare."""
     config.seed_everything(0)
@@ -422,7 +422,7 @@ three_times = results.claim(speed_name, speedup, holds=speedup >= 3.0, condition
 # The fp32 model from section 4 and a bf16 one: same seed, same data order, same schedule, the same
 # `train_step`; only `precision="bf16"` differs.
 
-# %%
+# %% figure="learning-curves-fp32-vs-bf16"
 bf16_model, bf16_history = train_model("bf16")
 test_loader = datasets.loader(splits.test, batch_size=256)
 acc = {"fp32": train.evaluate(fp32_model, test_loader)["acc"],

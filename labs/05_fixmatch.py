@@ -312,7 +312,7 @@ results.claim("FixMatch gain over the supervised baseline on the same labels (po
                      "on CIFAR-10 with 40 labels (Sohn et al. 2020, table 2)")
 
 
-# %%
+# %% figure="accuracy-baseline-vs-fixmatch"
 def mean_curve(histories, metric):
     steps = histories[0]["step"]
     return steps, [nanmean(v) for v in zip(*(h[metric] for h in histories.values()), strict=True)]
@@ -330,7 +330,7 @@ viz.lines({"baseline (labelled only)": mean_curve(baseline, "test_acc"), "FixMat
 # weak augmentation. Whatever FixMatch gained came from the unlabelled images, through labels
 # it gave them itself. How good were those labels, and how many did it use?
 
-# %%
+# %% figure="pseudo-label-mask-rate-and-accuracy"
 viz.lines({"mask rate (share of unlabelled images used)": mean_curve(fixm, "train_mask_rate"),
            "accuracy of the pseudo-labels used": mean_curve(fixm, "train_pseudo_acc")},
           xlabel="training step", ylabel=f"share (mean of {cfg.seeds} seeds)", title=f"FixMatch's pseudo-labels, τ = {cfg.tau}")
@@ -510,7 +510,7 @@ viz.lines({f"FixMatch (τ = {cfg.tau:g}): test accuracy": (fixm[0]["step"], fixm
 # One seed each (seed 0), the same steps as above; the runs at 5 labels per class and τ = 0.95
 # are the seed-0 runs from section 4, reused.
 
-# %%
+# %% figure="accuracy-vs-label-count"
 label_sweep = {}
 for per_class in cfg.label_counts:
     if per_class == cfg.labels_per_class:

@@ -88,7 +88,7 @@ print(f"diffusers {installed('diffusers')}, transformers {installed('transformer
 cfg
 
 # %% [markdown]
-# # Part A — a diffusion model trained in the lab
+# ## Part A — a diffusion model trained in the lab
 #
 # ## 1. The data, and who sees what
 #
@@ -354,7 +354,7 @@ viz.image_grid(path[picks].transpose(0, 1).reshape(-1, 1, 16, 16),
 # other choice.) The grid shows the first ten of each class, one row per class, 0 at the top, the
 # judge's verdict above each image: ✓ when it recognises the intended class, else the class it sees.
 
-# %%
+# %% figure="generated-samples-per-class"
 n_synth = max(cfg.synth_per_class)
 synth_labels = torch.arange(10).repeat_interleave(n_synth)
 start = time.perf_counter()
@@ -376,7 +376,7 @@ viz.image_grid(synth_x[first], labels=["✓" if judged[i] == synth_labels[i] els
 # intended class is the *judge accuracy*. (Frameworks at scale use FID or CLIP scores; on digits a
 # good classifier is the direct test.)
 
-# %%
+# %% figure="judge-accuracy-per-class"
 judge_acc = (judged == synth_labels).float().mean().item()
 per_class = [(judged[synth_labels == c] == c).float().mean().item() for c in range(10)]
 worst = min(range(10), key=per_class.__getitem__)
@@ -467,7 +467,7 @@ else:
 # %% [markdown]
 # ## 7. Measurement
 
-# %%
+# %% figure="accuracy-with-synthetic-images"
 def mean(name):
     return statistics.mean(scores[name])
 
@@ -539,7 +539,7 @@ else:
 # diversity checks, and a held-out real test set, are there to tell you.
 
 # %% [markdown]
-# # Part B — the Stable Diffusion pipeline, as the article uses it
+# ## Part B — the Stable Diffusion pipeline, as the article uses it
 #
 # ## 8. Build the pipeline
 #

@@ -290,7 +290,7 @@ change = {b: 100 * (ort_ms[b] / eager_ms[b] - 1) for b in cfg.latency_batches}  
 table({f"batch {b}": {"eager (ms)": eager_ms[b], "ORT (ms)": ort_ms[b], "speed-up (x)": speedup[b],
                       "latency change (%)": change[b]} for b in cfg.latency_batches})
 
-# %%
+# %% figure="latency-pytorch-vs-onnx-runtime"
 viz.grouped_bars(
     {f"batch {b}": {"eager PyTorch": eager_ms[b], "ONNX Runtime": ort_ms[b]} for b in cfg.latency_batches},
     ylabel="median latency per call (ms, log scale)",
@@ -355,7 +355,7 @@ grid = bench.compare({(name, b): (lambda s=s, f=f: s.run(None, f)) for name, s i
 grid_ms = {name: {f"batch {b} (ms)": grid[name, b].median_ms for b in cfg.latency_batches} for name in contenders}
 table({"eager PyTorch": {f"batch {b} (ms)": eager_ms[b] for b in cfg.latency_batches}} | grid_ms)
 
-# %%
+# %% figure="latency-by-ort-level-and-threads"
 viz.bars(
     {"eager": eager_ms[big]} | {name.removeprefix("ORT "): grid[name, big].median_ms for name in contenders},
     ylabel="median latency per call (ms)",

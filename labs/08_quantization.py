@@ -282,7 +282,7 @@ table({name: {"size (kB)": size_kb[name], "smaller (x)": size_kb["fp32"] / size_
 narrow_ratio = narrow_kb["fp32"] / narrow_kb["static QDQ"]
 print(f"width-16 CNN: fp32 {narrow_kb['fp32']:.1f} kB, static QDQ {narrow_kb['static QDQ']:.1f} kB: {narrow_ratio:.2f}x smaller")
 
-# %%
+# %% figure="file-size-fp32-vs-int8"
 viz.bars({f"{k}\nwidth {cfg.width}": v for k, v in size_kb.items()}
          | {"fp32\nwidth 16": narrow_kb["fp32"], "static QDQ\nwidth 16": narrow_kb["static QDQ"]},
          ylabel="file size (kB)", title="ONNX file size: fp32 vs INT8")
@@ -339,7 +339,7 @@ cnn_t = bench.compare({(n, b): (lambda s=s, f=f: s.run(None, f)) for n, s in ses
 table(latency_rows(cnn_t, sessions))
 say_verdicts(cnn_t, sessions)
 
-# %%
+# %% figure="cnn-latency-fp32-vs-int8"
 viz.grouped_bars({f"batch {b}": {n: cnn_t[n, b].median_ms for n in sessions} for b in feeds},
                  ylabel="median latency per call (ms, log scale)", log=True,
                  title=f"SmallCNN (width {cfg.width}), ONNX Runtime on the CPU")
@@ -404,7 +404,7 @@ say_verdicts(mlp_t, mlp_sessions)
 print(f"CPU features: {env.cpu_flags() or 'none reported'} "
       "(avx512_vnni / amx_int8 = hardware int8 dot products; without them int8 runs on avx2)")
 
-# %%
+# %% figure="mlp-latency-fp32-vs-int8"
 viz.grouped_bars({f"batch {b}": {n: mlp_t[n, b].median_ms for n in mlp_sessions} for b in feeds},
                  ylabel="median latency per call (ms, log scale)", log=True,
                  title="Wide MLP, ONNX Runtime on the CPU")

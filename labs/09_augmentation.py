@@ -311,7 +311,7 @@ summary = {(k, name): results.mean_sd(acc[k, name, s] for s in range(cfg.seeds))
            for k in cfg.label_counts for name in variants}
 summary[cfg.label_counts[0], FLIP] = results.mean_sd(acc[cfg.label_counts[0], FLIP, s] for s in range(cfg.seeds))
 
-# %%
+# %% figure="accuracy-vs-labels-by-augmentation"
 rows = []
 for k in cfg.label_counts:
     row = {"labels": 10 * k}
@@ -384,7 +384,7 @@ results.claim("the article's horizontal flip costs accuracy on digits (points)",
 # mirror at all? The plain model trained on the most labels (seed 0), on the test digits as they
 # are and mirrored:
 
-# %%
+# %% figure="mirrored-digits-recognised"
 with torch.no_grad():
     plain_model.eval()
     pred = plain_model(splits.test.x.to(device)).argmax(1).cpu()
@@ -458,7 +458,7 @@ with threadpool_limits(1, user_api="blas"):  # see the note below
 # own threads; next to torch's threads on 2 cores they can wait on each other and run many times
 # slower. One BLAS thread is plenty for these small fits.)
 
-# %%
+# %% figure="rare-digit-remedies"
 def classifier(balanced=False):
     return LogisticRegression(max_iter=1000, class_weight="balanced" if balanced else None)
 

@@ -193,7 +193,7 @@ table([{"epoch": i + 1, "val acc %": 100 * a} for i, a in enumerate(article_acc)
 # left plot, each epoch's mean training loss (log scale); the right plot, every batch's loss
 # during the last epoch for the three largest rates.
 
-# %%
+# %% figure="loss-by-learning-rate"
 lr_grid = [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]
 lr_runs = {lr: run_article_loop(lr, cfg.lr_epochs) for lr in tqdm(lr_grid, desc="learning rates")}
 steps_per_epoch = len(dataloader)
@@ -372,7 +372,7 @@ for name, batch in tqdm(list(itertools.product(optimizers, cfg.batch_sizes)), de
 print(f"sweep: {len(optimizers) * len(cfg.batch_sizes) * len(sweep_lrs) * len(seeds)} runs "
       f"in {time.perf_counter() - t0:.0f} s")
 
-# %%
+# %% figure="val-accuracy-by-lr-and-batch-size"
 def best_lr_of(name, batch):
     return sweep_lrs[int(sweep[name, batch].argmax())]
 
@@ -587,7 +587,7 @@ table(rows, title=f"{cfg.trials} trials per search, mean over {cfg.search_seeds}
 # mean over seeds, with a band of ± one sd). Pruned trials count as trials here; the table
 # counts their epochs.
 
-# %%
+# %% figure="best-so-far-by-search-strategy"
 curves = {}
 for strategy in STRATEGIES:
     per_seed = [tuning.best_so_far([t.value if t.state == TrialState.COMPLETE else math.nan

@@ -361,7 +361,7 @@ logged = monitoring.read_scalars(LOGDIR / "healthy")
 table([{"tag": tag, "points": len(steps), "first": values[0], "last": values[-1]} for tag, (steps, values) in logged.items()],
       title=f"{len(logged)} scalar tags in {LOGDIR.relative_to(config.project_root()) / 'healthy'}")
 
-# %%
+# %% figure="healthy-run-tensorboard-scalars"
 groups = OrderedDict()  # one panel per tag group; the two GPU tags (MiB and %) get one each
 for tag in logged:
     groups.setdefault(tag if tag.startswith("gpu/") else tag.split("/")[0], []).append(tag)
@@ -651,7 +651,7 @@ print(f"{len(jobs)} runs in {overfit_s:.0f} s")
 # The learning curves of "none" and "all four" (mean over seeds, shaded ± sd): the gap opens
 # where the two curves of a variant part.
 
-# %%
+# %% figure="train-vs-val-accuracy-by-regulariser"
 def curve(labels, variant, metric):
     runs = outcomes[labels, variant]
     per_step = list(zip(*(r[2][metric] for r in runs), strict=True))

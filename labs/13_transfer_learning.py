@@ -286,7 +286,7 @@ with torch.inference_mode():
 where_run = f"{torch.get_num_threads()} CPU thread(s)" if device.type == "cpu" else env.device_name()
 table(rows, title=f"One 3×3 layer, {side}×{side} pixels, {where_run}")
 
-# %%
+# %% figure="separable-speedup-vs-channels"
 fig, ax = plt.subplots(figsize=(6, 3.6))
 for i, b in enumerate(cfg.batches):
     ax.plot(cfg.channels, [grid[c, b] for c in cfg.channels], marker="o", color=f"C{i}", label=f"measured, batch {b}")
@@ -434,7 +434,7 @@ print(f"body weights identical: {body_same}; head {tuple(original.classifier.wei
 # * **new scanner**: pretrain on all ten digits; the target is the same ten digits from a
 #   "scanner" that adds heavy pixel noise (σ = `cfg.noise`), with few labelled scans.
 
-# %%
+# %% figure="new-scanner-target-and-source-images"
 def noisy(ds, sigma, seed):
     g = torch.Generator().manual_seed(seed)
     return datasets.ImageSet((ds.x + sigma * torch.randn(ds.x.shape, generator=g)).clamp(0, 1), ds.y, ds.classes)
@@ -541,7 +541,7 @@ for setting in settings:
     print(f"{setting}: a frozen random body scores {control:+.1f} points against the frozen pretrained one "
           f"at {few} labels per class; {meaning}")
 
-# %%
+# %% figure="transfer-vs-scratch-by-label-count"
 fig, axes = plt.subplots(1, len(settings), figsize=(4 * len(settings) + 2, 3.8), sharey=True, squeeze=False,
                          layout="constrained")
 for ax, setting in zip(axes[0], settings, strict=True):

@@ -487,7 +487,7 @@ print(f"Chosen on validation: λ* = {lam_star:g} (the largest λ whose task-B va
 # The sweep, on the test split, with fine-tuning and replay as references (mean of seeds; the
 # band is ± one sd over seeds):
 
-# %%
+# %% figure="accuracy-vs-ewc-lambda"
 def reference_line(ax, rows, method, key, color, style):
     mean, _ = summarise(rows, method, key)
     ax.axhline(mean, color=color, ls=style, lw=1, label=f"{method}, task {key[0]}")
@@ -545,7 +545,7 @@ table(summary, title=f"Test accuracy, mean of {len(seeds)} seeds (sd over seeds)
 # Accuracy on A (solid) and on B (dashed) while training on B, per method (mean of seeds, band
 # ± one sd):
 
-# %%
+# %% figure="task-accuracy-while-training-on-b"
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), sharey=True)
 plt.close(fig)
 points = list(range(0, cfg.steps_b + 1, cfg.eval_every))

@@ -385,7 +385,7 @@ print(f"The decomposition forecast has the lower MAE than seasonal naive on {100
 # %% [markdown]
 # One series: the last eight weeks of history, the four weeks that followed, and the forecasts.
 
-# %%
+# %% figure="forecast-vs-actual-one-series"
 def plot_forecasts(d, forecasts, col, methods, title):
     fig, ax = plt.subplots(figsize=(11, 3.6))
     plt.close(fig)
@@ -570,7 +570,7 @@ for seed, d in enumerate(datasets):
         forecasts_by_seed[seed][col, "MLP"] = f
 print(f"Each MLP trained on {n_windows} windows for {cfg.mlp_steps} steps.")
 
-# %%
+# %% figure="mae-relative-to-seasonal-naive"
 scores = [r | {"seed": seed} for seed, (d, f) in enumerate(zip(datasets, forecasts_by_seed, strict=True))
           for r in score(f, d)]
 frame = pd.DataFrame(scores)
@@ -603,7 +603,7 @@ plot_forecasts(datasets[0], forecasts_by_seed[0], promo_col,
 # The same decomposition forecast, on series with more or less noise and a stronger or weaker
 # week, scored against both baselines (`sweep_series` series per cell, seed 100 onwards):
 
-# %%
+# %% figure="error-cut-vs-noise-and-season"
 def reduction(noise, season_strength, n, seed):
     """% less MAE than naive and than seasonal naive (the means over n series)."""
     d = series.demand(n, DAYS, seed, noise=noise, season_strength=season_strength)

@@ -190,7 +190,7 @@ acc = {"plain": train.evaluate(plain, test_loader)["acc"], "teacher": train.eval
 print(f"test accuracy: plain {acc['plain']:.1%}, BN + residual {acc['teacher']:.1%} "
       f"({models.count_params(teacher):,} parameters, same depth {cfg.depth} and width {cfg.teacher_width})")
 
-# %%
+# %% figure="deep-net-plain-vs-bn-residual"
 fig, ax = plt.subplots(figsize=(5.5, 3.4))
 for name, facts in (("plain", plain_facts), ("BN + residual (teacher)", teacher_facts)):
     ax.plot(range(1, len(facts["val_acc"]) + 1), facts["val_acc"], marker="o", label=name)
@@ -536,7 +536,7 @@ checks.agrees(choose, reference=pipeline.choose, make_inputs=lambda g: (random_p
 # | alone | the student on the labels alone | distillation, pruning, INT8 |
 # | alone pruned INT8 | labels alone, pruned, fine-tuned, quantized | distillation |
 
-# %%
+# %% figure="accuracy-vs-latency-pareto-front"
 points = [point(n) for n in ("teacher", "teacher INT8", "student", "student INT8", "pruned", "pruned INT8", "alone",
                              "alone pruned INT8")]
 front = pareto_front(points)

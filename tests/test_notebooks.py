@@ -3,6 +3,7 @@ notebook carries outputs, and every lab follows the v2 template (docs/lab-templa
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import jupytext
@@ -10,13 +11,16 @@ import pytest
 
 from lablib.core import config, progress
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import site_figures  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 LABS = ROOT / "labs"
 SOURCES = config.lab_sources(LABS)
 
 
 def _cells(nb):
-    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+    return [(c.cell_type, c.source.strip(), c.metadata.get("figure")) for c in nb.cells]
 
 
 def test_there_are_labs():
@@ -52,6 +56,15 @@ def test_lab_follows_the_template(src):
     assert "results.record(" in code, "records its figures"
     assert re.search(r"results\.record\(\s*\"", code) is None, "the lab name comes from the notebook, not typed in"
     assert "## Going further" in text
+    prose = "\n".join(re.sub(r"```.*?```", "", c.source, flags=re.S) for c in nb.cells
+                       if c.cell_type == "markdown")
+    titles = re.findall(r"^# .*", prose, flags=re.M)
+    assert len(titles) == 1, f"one top-level heading, the title (the site lists each as a page): {titles}"
+    figures = [c.metadata["figure"] for c in nb.cells if "figure" in c.metadata]
+    assert figures, 'marks its key plots for the slide kit: # %% figure="name"'
+    assert len(set(figures)) == len(figures), f"figure names repeat: {figures}"
+    for name in figures:
+        assert site_figures.NAME.match(name) and name != site_figures.CLAIMS, f"figure name {name!r}"
     for banned in ("DESIGN.md", "the issue", "issue #"):
         assert banned not in text, f"developer-facing text in the lab: {banned!r}"
 

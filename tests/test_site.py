@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import build_site  # noqa: E402
 import check_site  # noqa: E402
+import site_figures  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 browser = pytest.mark.skipif(
@@ -105,11 +106,126 @@ def test_built_site_opens_cleanly_in_chromium(tmp_path):
     """Build the site from the current tree (offline, ~10 s) into a scratch folder and open every
     page (`make site` does the same into build/site after the cpu run)."""
     site = tmp_path / "site"
+    # no executed copies: the pages without outputs (the kit is tested above; `make site` builds it)
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "build_site.py"), "--out", str(site),
-                           "--src", str(tmp_path / "src")], capture_output=True, text=True, timeout=600)
+                           "--src", str(tmp_path / "src"), "--executed", str(tmp_path / "none")],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     labs = sorted(p.stem for p in build_site.lab_notebooks(ROOT / "labs"))
     assert sorted(p.stem for p in (site / "labs").glob("*.html")) == labs
     count, problems = check_site.check_site(site, search_for="quantization")
     assert problems == []
     assert count >= len(labs) + 10
+
+
+# --- the slide kit: key figures and claims tables ----------------------------------------------
+
+
+def _png(width: int, height: int) -> bytes:
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width / 100, height / 100), dpi=100)
+    FigureCanvasAgg(fig)
+    out = io.BytesIO()
+    fig.savefig(out, format="png")
+    return out.getvalue()
+
+
+def _image_output(png: bytes):
+    import base64
+
+    return nbformat.v4.new_output("display_data", data={
+        "image/png": base64.b64encode(png).decode(), "text/plain": "<Figure>"})
+
+
+def _marked(name, pngs):
+    cell = nbformat.v4.new_code_cell("fig")
+    cell.metadata["figure"] = name
+    cell.outputs = [_image_output(p) for p in pngs]
+    return cell
+
+
+def _size(png: bytes) -> tuple[int, int]:
+    import struct
+
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", png[16:24])
+
+
+def test_key_figures_takes_each_marked_cells_image():
+    a, b, c = _png(300, 200), _png(200, 100), _png(100, 100)
+    nb = _executed("2026-12-02T14:21:30.0Z", "2026-12-02T14:22:05.0Z")
+    nb.cells += [_marked("accuracy-vs-sparsity", [a]), nbformat.v4.new_code_cell("x"),
+                 _marked("two-panels", [b, c])]
+    nb.cells[-2].outputs = [_image_output(c)]  # an unmarked cell's image is not taken
+    found, problems = site_figures.key_figures(nb)
+    assert problems == []
+    assert found == [("accuracy-vs-sparsity", a), ("two-panels-1", b), ("two-panels-2", c)]
+
+
+@pytest.mark.parametrize("name, pngs, expected", [
+    ("Accuracy_vs", ["x"], "not lowercase-kebab-case"),
+    ("claims", ["x"], "not lowercase-kebab-case"),
+    (["a"], ["x"], "not lowercase-kebab-case"),
+    ("no-image", [], "displayed no image"),
+])
+def test_key_figures_names_what_is_wrong(name, pngs, expected):
+    nb = _executed("2026-12-02T14:21:30.0Z", "2026-12-02T14:22:05.0Z")
+    nb.cells.append(_marked(name, [_png(50, 50) for _ in pngs]))
+    found, problems = site_figures.key_figures(nb)
+    assert found == [] and len(problems) == 1 and expected in problems[0] and "cell 2" in problems[0]
+
+
+def test_key_figures_refuses_a_repeated_name():
+    nb = _executed("2026-12-02T14:21:30.0Z", "2026-12-02T14:22:05.0Z")
+    nb.cells += [_marked("curves", [_png(50, 50)]), _marked("curves", [_png(60, 60)])]
+    found, problems = site_figures.key_figures(nb)
+    assert [n for n, _ in found] == ["curves"] and problems == ["cell 3: figure name 'curves' is used twice"]
+
+
+def _claims(n):
+    return [{"name": f"claim {i} " + "long words " * 8, "measured": 0.5 + i, "holds": i % 2 == 0,
+             "condition": ">= 0.5", "asserted": i != 1} for i in range(n)]
+
+
+def test_claims_table_is_a_png_that_grows_with_its_claims():
+    small = site_figures.claims_png({"claims": _claims(1)}, "Lab 99 — a title", "the run")
+    large = site_figures.claims_png({"claims": _claims(6)}, "Lab 99 — a title", "the run")
+    (w1, h1), (w6, h6) = _size(small), _size(large)
+    assert w1 == w6 and h6 > h1 * 2
+    with pytest.raises(ValueError, match="no claims"):
+        site_figures.claims_png({"claims": []}, "t", "s")
+
+
+def test_export_writes_the_kit_and_its_gallery(tmp_path):
+    import zipfile
+
+    nb = _executed("2026-12-02T14:21:30.0Z", "2026-12-02T14:22:05.0Z")
+    nb.cells.append(_marked("curves", [_png(80, 60)]))
+    labs = [{"name": "99_lab", "title": "Lab 99 — a title", "nb": nb, "stamp": "the run",
+             "record": {"claims": _claims(2)}},
+            {"name": "98_other", "title": "Lab 98 — not run", "nb": None, "record": None, "stamp": ""}]
+    page, problems = site_figures.export(labs, tmp_path)
+    assert problems == []
+    assert sorted(p.name for p in (tmp_path / "figures" / "99_lab").iterdir()) == ["claims.png", "curves.png"]
+    with zipfile.ZipFile(tmp_path / "figures" / "figures.zip") as zf:
+        assert sorted(zf.namelist()) == ["99_lab/claims.png", "99_lab/curves.png"]
+    assert 'src="figures/99_lab/curves.png"' in page and 'src="figures/99_lab/claims.png"' in page
+    assert "## Lab 98 — not run" in page and "No executed run" in page
+
+
+def test_export_reports_a_lab_without_key_figures(tmp_path):
+    nb = _executed("2026-12-02T14:21:30.0Z", "2026-12-02T14:22:05.0Z")
+    _, problems = site_figures.export([{"name": "99_lab", "title": "t", "nb": nb, "record": None,
+                                        "stamp": ""}], tmp_path)
+    assert problems == ['99_lab: no key figure (mark one: # %% figure="name")']
+
+
+def test_nav_title_shortens_long_lab_titles():
+    assert build_site.nav_title("Lab 03 — Pruning") == "Lab 03 — Pruning"
+    assert build_site.nav_title("Lab 04 — Mixed precision: autocast, loss scaling") == "Lab 04 — Mixed precision"
+    long = "Lab 12 — Watching training with TensorBoard, and fixing overfitting in a long title"
+    assert build_site.nav_title(long) == "Lab 12 — Watching training with TensorBoard"

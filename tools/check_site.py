@@ -25,6 +25,12 @@ from urllib.parse import urldefrag, urlparse
 # Debian's chromium; LAB_CHROMIUM names another Chromium/Chrome binary (a CI runner's).
 CHROMIUM = os.environ.get("LAB_CHROMIUM", "/usr/bin/chromium")
 
+# Lazy images (the figures gallery) load only when scrolled to: load them all, then check.
+LOAD_LAZY = """async () => {
+  for (const i of document.images) i.loading = 'eager';
+  await Promise.all([...document.images].map(i => i.decode().catch(() => null)));
+}"""
+
 # Run in each page: what the checks need from its DOM.
 PAGE_FACTS = """() => ({
   brokenImages: [...document.images].filter(i => !i.complete || i.naturalWidth === 0)
@@ -55,7 +61,9 @@ def check_site(site: Path, search_for: str | None = None) -> tuple[int, list[str
         raise ValueError(f"site: no index.html in {site} (build it: tools/build_site.py)")
     from playwright.sync_api import sync_playwright
 
-    pages = sorted(p.relative_to(site).as_posix() for p in site.rglob("*.html"))
+    # _static/ holds the theme's assets (some ship template fragments as .html): not pages
+    pages = sorted(p.relative_to(site).as_posix() for p in site.rglob("*.html")
+                   if not p.relative_to(site).as_posix().startswith("_static/"))
     server = _serve(site)
     base = f"http://127.0.0.1:{server.server_address[1]}/"
     problems: list[str] = []
@@ -75,6 +83,7 @@ def check_site(site: Path, search_for: str | None = None) -> tuple[int, list[str
             for name in pages:
                 current["name"] = name
                 page.goto(base + name, wait_until="load")
+                page.evaluate(LOAD_LAZY)
                 facts = page.evaluate(PAGE_FACTS)
                 problems += [f"{name}: broken image {src}" for src in facts["brokenImages"]]
                 problems += [f"{name}: error output cell ({last})" for last in facts["errorCells"]]
@@ -109,9 +118,7 @@ def _check_links(links, base: str, ids: dict[str, set[str]], site: Path) -> list
 def _check_search(page, base: str, word: str, current: dict) -> list[str]:
     """The search box works offline: searching `word` lists at least one page."""
     current["name"] = "search.html"
-    page.goto(base + "index.html")
-    page.fill("input[name=q]", word)
-    page.press("input[name=q]", "Enter")
+    page.goto(base + f"search.html?q={word}")  # where the search box leads, in any theme
     try:
         page.wait_for_selector("#search-results li", timeout=15000)
     except Exception:

@@ -123,7 +123,7 @@ table({c: {"clean mean": data.x[c].mean(), "dirty mean": dirty[c].mean(), "clean
            "dirty max": dirty[c].max(), "dirty min": dirty[c].min()} for c in data.x.columns[:4]},
       title="four columns, clean and as delivered")
 
-# %%
+# %% figure="injected-faults-heatmap"
 tables.heatmap(truth_kind, title="injected faults (rows x columns)")
 
 # %% [markdown]
@@ -261,7 +261,7 @@ viz.lines({"precision": (list(cfg.k_grid), [r["precision"] for r in rows.values(
 # would remove exactly the cases a model most needs. The lab goes on with k = 3, for both unit
 # errors and sentinels together:
 
-# %%
+# %% figure="outliers-flagged-vs-injected"
 K = 3.0
 flagged = impossible | iqr_outliers(screened, K)  # a DataFrame in, a DataFrame out
 outlier_truth = faults.mask("unit", "sentinel")
@@ -356,7 +356,7 @@ results.claim("IterativeImputer beats the median on the hidden values", ratio, h
 #
 # Two models: a logistic regression on standardised features, and a random forest.
 
-# %%
+# %% figure="accuracy-clean-dirty-cleaned"
 versions = {"clean": data.x, "dirty + naive fill": dirty.fillna(dirty.iloc[train_idx].median()),
             "cleaned": filled["IterativeImputer"]}
 models = {"logistic regression": lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),

@@ -308,7 +308,7 @@ print(f"\n{summary['world']} ranks on {summary['backend']} ({summary['device']})
 # one process computes on that batch. Not bit for bit: the additions happen in another order (each
 # rank sums its own slice, then the ranks' sums are added), and float addition is not associative.
 
-# %%
+# %% figure="loss-single-ddp-fsdp"
 # On a GPU the kernels for another batch shape may sum in another order too, and Adam amplifies
 # tiny differences in its first steps: the tolerance is wider there.
 tol = 1e-5 if summary["device"] == "cpu" else 1e-3
@@ -331,7 +331,7 @@ fig
 # **Is it faster?** The median step time of each mode after warm-up, per rank (on the 2 cores of a
 # laptop the ranks are two processes on two cores; the `single` process has one core):
 
-# %%
+# %% figure="step-time-by-mode"
 def step_ms(mode):
     return sum(r["step_ms"] for r in modes[mode]["per_rank"]) / len(modes[mode]["per_rank"])
 
@@ -405,7 +405,7 @@ print(f"ZeRO-3 saves 80 % from N = {n80} ranks on: the article's figure is a sta
 # `distributed.model_state_bytes` (a sharded parameter is a `DTensor`; its memory on a rank is its
 # local shard, `.to_local()`). FSDP2 shards each `Linear` along its first dimension:
 
-# %%
+# %% figure="training-state-per-rank-by-mode"
 ddp_state = modes["ddp"]["per_rank"][0]["state_bytes"]
 fsdp_state = [r["state_bytes"] for r in modes["fsdp"]["per_rank"]]
 world = modes["fsdp"]["ranks"]

@@ -333,7 +333,7 @@ print("\n".join(line for line in metrics_text.splitlines()
 # Two servers start: the service, and the same handler mounted in FastAPI, which the end of this
 # section compares with it. The levels run against the service while the other server idles.
 
-# %%
+# %% figure="latency-throughput-vs-clients"
 payloads = [{"image_base64": png_base64(x), "top_k": 3} for x in test_x[:64]]
 fw = {}  # the framework comparison, shown at the end of this section
 with (serving.serve(models=store, weights={"v1": 1.0}, timeout_s=cfg.timeout_s) as plain,
@@ -500,7 +500,7 @@ table(cost_rows, title="What a batch costs (ONNX Runtime, 1 thread, median)")
 # without HTTP (which costs the same with or without batching, and is in section 3's table). Each
 # handler answers with the lab's `build_response`; the batched one submits to a `MicroBatcher`.
 
-# %%
+# %% figure="micro-batching-throughput"
 def direct(model):
     async def call(x):
         return build_response(logits_of(model, x[None])[0], classes, 3, model.version)
@@ -702,7 +702,7 @@ results.claim("rollback fired on the broken canary and all traffic is back on st
 # pixels), occlusion (a black square of that share of the side, placed at random) and lost contrast
 # (the share removed). v2 is v1 trained the same way on copies with Gaussian noise (σ = 0.2) added:
 
-# %%
+# %% figure="accuracy-under-corruption-v1-v2"
 curves = {"v1": robustness.curves(v1, test_x, test_y), "v2": robustness.curves(v2, test_x, test_y)}
 scores = {v: robustness.score(c) for v, c in curves.items()}
 fig, axes = plt.subplots(1, 4, figsize=(14, 3.2), sharey=True)

@@ -462,7 +462,7 @@ for n in cfg.sizes:
 table(rows, title="median ms per call, one thread (sin: op/eager > 1: the C++ loop is slower; "
                   "chain: eager/fused > 1: the fused op is faster)")
 
-# %%
+# %% figure="time-per-element-op-vs-eager"
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
 # log axis, labelled at 1, 2 and 5 times a power of ten, as plain numbers
 one_two_five = plt.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "125" else "")
