@@ -368,7 +368,9 @@ for tag in logged:
 units = {"loss": "cross-entropy", "grad_norm": "‖∇W‖₂ (log scale)", "update_ratio": "‖ΔW‖ / ‖W‖ (log scale)",
          "lr": "learning rate", "throughput": "images / s", "time": "ms per step", "acc": "accuracy",
          "memory": "MiB", "cpu": "%", "gpu/max_allocated_mib": "MiB", "gpu/util_percent": "%"}
-fig, axes = plt.subplots(math.ceil(len(groups) / 4), 4, figsize=(16, 3 * math.ceil(len(groups) / 4)), layout="constrained")
+ncols = min((3, 4), key=lambda c: -len(groups) % c)  # the grid with the fewest empty panels
+nrows = math.ceil(len(groups) / ncols)
+fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.2 * nrows), layout="constrained")
 plt.close(fig)
 for ax, (group, tags) in zip(axes.flat, groups.items(), strict=False):
     for tag in tags:
@@ -379,7 +381,7 @@ for ax, (group, tags) in zip(axes.flat, groups.items(), strict=False):
     else:  # from 0, so a flat line looks flat (not a 1 MiB wobble zoomed to fill the panel)
         ax.set_ylim(0, 1.1 * max(max(logged[tag][1]) for tag in tags) or 1)
     ax.set(title=group, xlabel="step", ylabel=units.get(group, ""))
-    ax.legend(fontsize="x-small")
+    ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
 for ax in list(axes.flat)[len(groups):]:
     ax.axis("off")

@@ -12,7 +12,10 @@
 # ---
 
 # %% [markdown]
-# # Lab 19 — Capstone: one model through the whole pipeline (BN + residual → distillation → structured pruning → INT8 → ONNX → a served API), and the choice under a budget
+# # Lab 19 — Capstone: one model through the whole pipeline
+#
+# BN + residual → distillation → structured pruning → INT8 → ONNX → a served API, each stage measured
+# the same way, and then the choice among the models under a budget.
 #
 # **Source:** two of the articles.
 #
@@ -550,9 +553,9 @@ for p, color in zip(points, plt.cm.tab10.colors[: len(points)], strict=True):  #
     ax.scatter(p["latency_ms"], 100 * p["accuracy"], s=30 + 900 * math.sqrt(p["size_kb"] / biggest), alpha=0.6,
                color=color, edgecolor="black" if on else "none", linewidth=1.5,
                label=p["name"] + (" (on the front)" if on else ""))
-legend = ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+legend = ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
 for handle in legend.legend_handles:
-    handle.set_sizes([40])
+    handle.set_sizes([80])
 ax.margins(x=0.15, y=0.12)
 ax.set(xscale="log", xlabel="latency, batch 1, ONNX Runtime (ms, log scale)", ylabel="test accuracy (%)",
        title="Every reachable model (larger marker: larger file; black edge: the Pareto front)")

@@ -119,6 +119,26 @@ def test_heatmap_draws_one_or_two_panels(cancer):
         tables.heatmap(f.kind + 7)
     with pytest.raises(ValueError, match="flagged"):
         tables.heatmap(f.kind, flagged=f.mask("unit").iloc[:10])
+    for bad in ("unit", ("clean",), ("units",), (), 3):
+        with pytest.raises(ValueError, match="targets"):
+            tables.heatmap(f.kind, flagged=f.mask("unit"), targets=bad)
+
+
+def test_heatmap_tells_misses_from_faults_that_are_not_the_detectors_job(cancer):
+    f = tables.inject_faults(cancer.x.iloc[:50], seed=0)
+    flagged = f.mask("unit")
+    flagged.iloc[0, 0] = True  # one clean or other cell flagged as well
+    codes = f.kind.to_numpy()
+
+    def panel(**kw):
+        return np.asarray(tables.heatmap(f.kind, flagged=flagged, **kw).axes[1].images[0].get_array())
+
+    every, units = panel(), panel(targets=("unit",))
+    missing = codes == tables.KINDS.index("missing")
+    assert missing[1:].any() and (every[missing & ~flagged.to_numpy()] == 3).all()  # all faults: a miss
+    assert (units[missing & ~flagged.to_numpy()] == 4).all()  # unit detector: not its job
+    assert (units[codes == tables.KINDS.index("unit")] == 1).all()  # every unit fault caught
+    assert (units[codes == 0] == np.where(flagged.to_numpy()[codes == 0], 2, 0)).all()
 
 
 # --- quality: outlier rules ---------------------------------------------------------------------

@@ -86,7 +86,10 @@ def test_check_site_finds_each_kind_of_fault(tmp_path):
     """The browser check is only worth something if it fails: one planted fault of each kind."""
     (tmp_path / "index.html").write_text(
         '<html><body><a href="page.html">ok</a> <a href="gone.html">gone</a>'
-        ' <a href="page.html#nowhere">bad anchor</a></body></html>')
+        ' <a href="page.html#nowhere">bad anchor</a> <img src="plot.png" width="300" height="40">'
+        ' <button class="primary-toggle">menu</button><dialog id="pst-primary-sidebar-modal">'
+        'nav</dialog></body></html>')
+    (tmp_path / "plot.png").write_bytes(_png(300, 200))
     (tmp_path / "page.html").write_text(
         '<html><body><h1 id="top">p</h1><img src="missing.png">'
         '<div class="output traceback">ZeroDivisionError: division by zero</div>'
@@ -99,6 +102,8 @@ def test_check_site_finds_each_kind_of_fault(tmp_path):
     assert "page.html: broken image missing.png" in text
     assert "page.html: error output cell (ZeroDivisionError: division by zero)" in text
     assert "page.html: console error: boom" in text
+    assert "index.html: distorted image plot.png" in text
+    assert "index.html (phone): the menu button does not open the navigation" in text
 
 
 @browser
@@ -229,3 +234,28 @@ def test_nav_title_shortens_long_lab_titles():
     assert build_site.nav_title("Lab 04 — Mixed precision: autocast, loss scaling") == "Lab 04 — Mixed precision"
     long = "Lab 12 — Watching training with TensorBoard, and fixing overfitting in a long title"
     assert build_site.nav_title(long) == "Lab 12 — Watching training with TensorBoard"
+
+
+def test_progress_bars_show_their_final_state_not_the_first():
+    # a tqdm bar's text/plain is the bar as it started; its last state is in the widget state
+    def model(name, **state):
+        return {"model_name": name, "state": state}
+
+    state = {"box": model("HBoxModel", children=["IPY_MODEL_l", "IPY_MODEL_p", "IPY_MODEL_r"]),
+             "l": model("HTMLModel", value="dense:\u2007100%"),
+             "p": model("FloatProgressModel", value=800.0, max=800.0),
+             "r": model("HTMLModel", value="\u2007800/800\u2007[00:06&lt;00:00,\u2007105it/s]"),
+             "half": model("HBoxModel", children=["IPY_MODEL_l", "IPY_MODEL_q", "IPY_MODEL_r"]),
+             "q": model("FloatProgressModel", value=400.0, max=800.0),
+             "slider": model("IntSliderModel", value=3)}
+    nb = _executed("2026-12-02T14:21:30.0Z", "2026-12-02T14:22:05.0Z")
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": state}}
+    nb.cells[1].outputs = [nbformat.v4.new_output("display_data", data={
+        "text/plain": "dense:   0%|          | 0/800", "application/vnd.jupyter.widget-view+json": {"model_id": m}})
+        for m in ("box", "half", "slider", "gone")]
+    build_site._drop_widgets(nb)
+    texts = [o["data"] for o in nb.cells[1].outputs]
+    assert texts[0] == {"text/plain": "dense: 100%|██████████| 800/800 [00:06<00:00, 105it/s]"}
+    assert texts[1]["text/plain"].startswith("dense: 100%|█████     |")  # the bar is drawn from value/max
+    assert texts[2] == texts[3] == {"text/plain": "dense:   0%|          | 0/800"}  # not a bar: left as it was
+    assert "widgets" not in nb.metadata

@@ -13,6 +13,7 @@ environment stamp of the results/<lab>.<scale>.json written by that same run).
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import re
 import shutil
@@ -33,6 +34,7 @@ OUTSIDE = re.compile(r"\[([^\]]+)\]\((?:\.\./)+(?:labs|lablib|tools|tests)/[^)]*
 
 CONF = '''\
 project = "AI Engineering Lab"
+author = "the AI Engineering Lab contributors"
 # githubpages writes .nojekyll: GitHub Pages' Jekyll would hide _static/ and _images/
 extensions = ["myst_nb", "sphinx.ext.githubpages"]
 nb_execution_mode = "off"      # the labs ran under `make cpu`; the site only shows them
@@ -53,19 +55,40 @@ html_show_sourcelink = False
 html_static_path = ["_static"]
 html_extra_path = ["_extra"]   # figures/: the slide kit's PNGs and zip, copied as they are
 html_css_files = ["custom.css"]
+html_js_files = ["sidebar-fix.js"]
 html_favicon = "_static/favicon.svg"  # else browsers ask for /favicon.ico and log a 404
 exclude_patterns = ["_build"]
 # setup.md shows Colab cells (`!git`, `%cd`) as python: the highlighter falls back, fine
 suppress_warnings = ["mystnb.unknown_mime_type", "misc.highlighting_failure"]
 '''
 CSS = """\
-/* long lines in code cells and outputs scroll instead of wrapping mid-token */
-div.cell_output pre, div.cell_input pre { white-space: pre; overflow-x: auto; }
+/* long lines in code cells and outputs scroll instead of wrapping mid-token; a smaller font
+   fits the labs' 120-character lines in more of the column */
+div.cell_output pre, div.cell_input pre { white-space: pre; overflow-x: auto; font-size: 0.8em; }
+/* outputs' images carry width and height; when the column is narrower, keep their shape */
+.bd-article img { height: auto; }
 /* wide screens: more room for code and tables than the theme's 88rem */
 .bd-page-width { max-width: 110rem; }
 /* the slide gallery: each figure on its own, the file name under it */
 figure.slide-figure { margin: 1.5rem 0; text-align: center; }
-figure.slide-figure img { max-width: 100%; border: 1px solid #e0e0e0; }
+figure.slide-figure img { max-width: 100%; height: auto; border: 1px solid #e0e0e0; }
+"""
+# pydata-sphinx-theme >= 0.17 wires its sidebar pop-ups to the *first* .primary-toggle and
+# .secondary-toggle on the page; sphinx-book-theme shows second ones, which did nothing (on a
+# phone the lab list could not be opened: pydata/pydata-sphinx-theme#2451). Route their clicks.
+SIDEBAR_FIX = """\
+document.addEventListener("click", (event) => {
+  for (const kind of [".primary-toggle", ".secondary-toggle"]) {
+    const first = document.querySelector(kind);
+    const clicked = event.target.closest(kind);
+    if (first && clicked && clicked !== first) {
+      event.preventDefault();
+      event.stopPropagation();
+      first.click();
+      return;
+    }
+  }
+}, true);
 """
 FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
            '<rect width="16" height="16" rx="3" fill="#2a6f97"/></svg>\n')
@@ -156,11 +179,33 @@ def lab_page(source: Path, executed_dir: Path, results: Path) -> tuple[object, o
 
 def _drop_widgets(nb) -> None:
     """Progress bars as text: live widgets would load their JavaScript from a CDN when the page
-    is viewed (offline rooms, file:// copies); a widget output keeps its text/plain form."""
-    nb.metadata.pop("widgets", None)
+    is viewed (offline rooms, file:// copies). A widget's text/plain form is the bar as it
+    started (0 %), so the text is rebuilt from the final state the notebook saved."""
+    widgets = nb.metadata.pop("widgets", {})
+    state = widgets.get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
     for cell in nb.cells:
         for output in cell.get("outputs", []):
-            output.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
+            view = output.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
+            text = _progress_text(view.get("model_id"), state) if isinstance(view, dict) else None
+            if text is not None:
+                output["data"]["text/plain"] = text
+
+
+def _progress_text(model_id, state: dict) -> str | None:
+    """A tqdm bar's last state ("dense: 100%|██████████| 800/800 [00:06<00:00, ...]"), from
+    its three widgets (label, progress, counts); None for any other widget."""
+    box = state.get(model_id, {})
+    children = [state.get(str(c).removeprefix("IPY_MODEL_"), {})
+                for c in box.get("state", {}).get("children", [])]
+    if [c.get("model_name") for c in children] != ["HTMLModel", "FloatProgressModel", "HTMLModel"]:
+        return None
+    left, bar, right = (c.get("state", {}) for c in children)
+    try:
+        filled = round(10 * float(bar.get("value", 0)) / float(bar.get("max") or 1))
+    except (TypeError, ValueError):
+        return None
+    plain = lambda v: html.unescape(str(v or "")).replace("\u2007", " ")  # noqa: E731
+    return f"{plain(left.get('value'))}|{'█' * max(0, min(10, filled)):<10}|{plain(right.get('value'))}"
 
 
 def nav_title(title: str, limit: int = 48) -> str:
@@ -177,18 +222,38 @@ def doc_page(text: str) -> str:
     return text.replace("](answers/)", "](answers/README.md)")
 
 
-def index_page(labs: list[tuple[str, str]], docs: list[str], answers: list[str]) -> str:
-    """labs: (name, sidebar title) pairs."""
+def index_page(labs: list[dict], docs: list[str], answers: list[str]) -> str:
+    """The home page: what this is, where to start, the labs with the compute time of the run
+    shown; the navigation trees are hidden here (the sidebar shows them).
+    labs: dicts with name, title (short) and record (the run's results record or None)."""
     def tree(caption: str, entries: list[str]) -> str:
-        return "```{toctree}\n:maxdepth: 1\n:caption: " + caption + "\n\n" + \
+        return "```{toctree}\n:hidden:\n:maxdepth: 1\n:caption: " + caption + "\n\n" + \
             "\n".join(entries) + "\n```\n"
 
-    return ("# AI Engineering Lab\n\nA hands-on curriculum: each lab below is shown with the "
-            "outputs of an executed run (the banner at the top of a lab says when and on what it "
-            "ran). Use the search box to find a technique.\n\n"
-            + tree("Labs", [f"{title} <labs/{name}>" for name, title in labs])
+    titles = {lab["name"]: lab["title"] for lab in labs}
+
+    def answer_entry(name: str) -> str:
+        lab = titles.get(name)
+        return f"{lab.split(' — ')[0]} — answers <docs/answers/{name}>" if lab else f"docs/answers/{name}"
+
+    def wall(lab: dict) -> str:
+        seconds = (lab["record"] or {}).get("wall_s")
+        return "—" if seconds is None else (f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min")
+
+    rows = "\n".join(f"| [{lab['title']}](labs/{lab['name']}.ipynb) | {wall(lab)} |" for lab in labs)
+    return ("# AI Engineering Lab\n\n"
+            "A hands-on curriculum of deep-learning engineering: each lab takes one technique from "
+            "the problem to a result you measure on your own machine. This site shows every lab "
+            "with the outputs of one executed run (the banner under each lab's title says when and "
+            "on what it ran); your own run gives your machine's figures.\n\n"
+            "**Start here:** [Setting up](docs/setup.md), then [Lab 00](labs/00_setup_check.ipynb), "
+            "which checks your machine in a minute. **Facilitators:** the "
+            "[facilitator guide](docs/facilitator.md), the [agendas](docs/agendas.md) and the "
+            "[figures for slides](figures.md).\n\n"
+            "| lab | compute time of the run shown |\n| --- | --- |\n" + rows + "\n\n"
+            + tree("Labs", [f"{lab['title']} <labs/{lab['name']}>" for lab in labs])
             + tree("Guides", [f"docs/{name}" for name in docs] + ["figures"])
-            + tree("Answers (facilitator key)", [f"docs/answers/{name}" for name in answers]))
+            + tree("Answers (facilitator key)", [answer_entry(name) for name in answers]))
 
 
 def generate(src: Path, executed_dir: Path, results: Path) -> dict:
@@ -214,17 +279,21 @@ def generate(src: Path, executed_dir: Path, results: Path) -> dict:
         text = (ROOT / "docs" / f"{name}.md").read_text()
         (src / "docs" / f"{name}.md").write_text(doc_page(text))
     answers = sorted(p.stem for p in (ROOT / "docs" / "answers").glob("*.md"))
+    titles = dict(labs)
     for name in answers:
-        text = (ROOT / "docs" / "answers" / f"{name}.md").read_text()
-        (src / "docs" / "answers" / f"{name}.md").write_text(doc_page(text))
+        text = doc_page((ROOT / "docs" / "answers" / f"{name}.md").read_text())
+        if name in titles and text.startswith("# "):  # "# 03_pruning — answers": name the lab
+            text = f"# {titles[name]}: answers (facilitator key)" + text[text.index("\n"):]
+        (src / "docs" / "answers" / f"{name}.md").write_text(text)
     if "README" in answers:  # the answers' own index page first
         answers.remove("README")
         answers.insert(0, "README")
-    (src / "index.md").write_text(index_page(labs, docs, answers))
+    (src / "index.md").write_text(index_page(kit, docs, answers))
     (src / "conf.py").write_text(CONF)
     (src / "_static").mkdir()
     (src / "_static" / "custom.css").write_text(CSS)
     (src / "_static" / "favicon.svg").write_text(FAVICON)
+    (src / "_static" / "sidebar-fix.js").write_text(SIDEBAR_FIX)
     return {"labs": len(labs), "with_outputs": sum(lab["nb"] is not None for lab in kit),
             "docs": len(docs) + len(answers), "figures": len(list((src / "_extra").rglob("*.png"))),
             "problems": problems}

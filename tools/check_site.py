@@ -35,6 +35,10 @@ LOAD_LAZY = """async () => {
 PAGE_FACTS = """() => ({
   brokenImages: [...document.images].filter(i => !i.complete || i.naturalWidth === 0)
                                     .map(i => i.getAttribute('src')),
+  // shown with another shape than the file's (a width set and a height kept): squashed
+  distorted: [...document.images].filter(i => i.naturalWidth && i.width && i.height &&
+      Math.abs((i.height / i.width) / (i.naturalHeight / i.naturalWidth) - 1) > 0.03)
+                                 .map(i => i.getAttribute('src')),
   errorCells: [...document.querySelectorAll('.output.traceback, .output.error')]
                   .map(e => e.innerText.split('\\n').filter(Boolean).slice(-1)[0] || '?'),
   links: [...document.querySelectorAll('a[href]')].map(a => a.href),
@@ -86,11 +90,13 @@ def check_site(site: Path, search_for: str | None = None) -> tuple[int, list[str
                 page.evaluate(LOAD_LAZY)
                 facts = page.evaluate(PAGE_FACTS)
                 problems += [f"{name}: broken image {src}" for src in facts["brokenImages"]]
+                problems += [f"{name}: distorted image {src}" for src in facts["distorted"]]
                 problems += [f"{name}: error output cell ({last})" for last in facts["errorCells"]]
                 ids[name] = set(facts["ids"])
                 links += [(name, href) for href in facts["links"] if href.startswith(base)]
             if search_for:
                 problems += _check_search(page, base, search_for, current)
+            problems += _check_phone_navigation(browser, base, current)
             browser.close()
     finally:
         server.shutdown()
@@ -124,6 +130,25 @@ def _check_search(page, base: str, word: str, current: dict) -> list[str]:
     except Exception:
         return [f"search.html: searching '{word}' listed no page"]
     return []
+
+
+def _check_phone_navigation(browser, base: str, current: dict) -> list[str]:
+    """On a phone-sized screen the visible menu button opens the site's navigation (a theme's
+    sidebar pop-up: #pst-primary-sidebar-modal); skipped for a site without one."""
+    current["name"] = "index.html (phone)"
+    phone = browser.new_page(viewport={"width": 390, "height": 844})
+    try:
+        phone.goto(base + "index.html", wait_until="load")
+        button = phone.locator(".primary-toggle:visible")
+        if button.count() == 0 or phone.locator("#pst-primary-sidebar-modal").count() == 0:
+            return []
+        button.first.click()
+        phone.wait_for_timeout(300)
+        if not phone.evaluate("document.querySelector('#pst-primary-sidebar-modal').open"):
+            return ["index.html (phone): the menu button does not open the navigation"]
+        return []
+    finally:
+        phone.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1756,6 +1756,7 @@ def data_tables() -> list[Case]:
         "title": [3],
         "flagged": [made("wrong shape", lambda: pd.DataFrame(np.zeros((2, 3), dtype=bool))),
                     made("not bool", lambda: pd.DataFrame(np.zeros((4, 3))))],
+        "targets": ["unit", ("clean",), (), 3],
     })
     return cases
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import struct
 import textwrap
 import zipfile
 from pathlib import Path
@@ -136,8 +137,9 @@ def export(labs: list[dict], out: Path) -> tuple[str, list[str]]:
             path.write_bytes(png)
             written.append(path)
             src = f"figures/{lab['name']}/{name}.png"
+            shown = struct.unpack(">I", png[16:20])[0] // 2  # drawn at twice the shown size
             page += [f'<figure class="slide-figure"><a href="{src}"><img src="{src}" '
-                     f'alt="{lab["name"]}: {name}" loading="lazy"></a>'
+                     f'width="{shown}" alt="{lab["name"]}: {name}" loading="lazy"></a>'
                      f"<figcaption><code>{src}</code></figcaption></figure>", ""]
     with zipfile.ZipFile(folder / "figures.zip", "w", zipfile.ZIP_DEFLATED) as zf:
         for path in written:

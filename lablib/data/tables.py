@@ -168,10 +168,13 @@ def corrupt_rows(df: pd.DataFrame, fraction: float = 0.05, whole: bool = True, f
     return pd.DataFrame(values, index=df.index, columns=df.columns), damaged
 
 
-def heatmap(kind: pd.DataFrame, title: str = "Injected faults", flagged: pd.DataFrame | None = None):
+def heatmap(kind: pd.DataFrame, title: str = "Injected faults", flagged: pd.DataFrame | None = None,
+            targets: tuple[str, ...] | None = None):
     """Rows x columns, each cell coloured by its fault kind (a DataFrame of KINDS codes, as
     Faults.kind); `flagged` (a boolean DataFrame of the same shape) adds a second panel with
-    what a detector flagged. Returns a matplotlib Figure (closed in pyplot: shown once)."""
+    what a detector flagged. `targets`: the fault kinds that detector looks for (default: every
+    fault); other faults it leaves alone are drawn as not its job, not as misses.
+    Returns a matplotlib Figure (closed in pyplot: shown once)."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
@@ -187,6 +190,10 @@ def heatmap(kind: pd.DataFrame, title: str = "Injected faults", flagged: pd.Data
         if not isinstance(flagged, pd.DataFrame) or flagged.shape != kind.shape or not all(
                 pd.api.types.is_bool_dtype(flagged[c]) for c in flagged.columns):
             raise ValueError(f"flagged must be a boolean DataFrame of shape {kind.shape}, like kind")
+    if targets is not None and (not isinstance(targets, (tuple, list)) or not targets
+                                or not all(isinstance(t, str) and t in KINDS[1:] for t in targets)):
+        raise ValueError(f"targets must be a tuple of fault kinds among {', '.join(KINDS[1:])}, got {targets!r}")
+    faulty = np.isin(codes, [KINDS.index(k) for k in targets]) if targets is not None else codes > 0
     panels = 1 if flagged is None else 2
     fig = plt.figure(figsize=(8.0 * panels, 4.2), layout="constrained")  # room for the legends beside the panels
     plt.close(fig)
@@ -197,10 +204,15 @@ def heatmap(kind: pd.DataFrame, title: str = "Injected faults", flagged: pd.Data
     axes[0].legend(handles=[Patch(color=c, label=k) for k, c in zip(KINDS, COLOURS, strict=True)],
                    bbox_to_anchor=(1.01, 1), loc="upper left", fontsize="small", framealpha=0.9)  # outside the axes
     if flagged is not None:
-        caught = np.where(flagged.to_numpy(), np.where(codes > 0, 1, 2), np.where(codes > 0, 3, 0))
-        colours = ("#f2f2f2", "#55a868", "#c44e52", "#8172b3")
-        names = ("clean, not flagged", "fault, flagged", "clean, flagged", "fault, missed")
-        axes[1].imshow(caught, aspect="auto", interpolation="nearest", cmap=ListedColormap(colours), vmin=-0.5, vmax=3.5)
+        other = (codes > 0) & ~faulty  # a fault of a kind this detector does not look for
+        caught = np.where(flagged.to_numpy(), np.where(faulty, 1, 2), np.where(faulty, 3, np.where(other, 4, 0)))
+        colours = ("#f2f2f2", "#55a868", "#c44e52", "#8172b3", "#c6dbef")
+        names = ("clean, not flagged", "fault, flagged", "not its fault, flagged", "fault, missed",
+                 "other fault (not its job)")
+        if targets is None:  # every fault is this detector's job: no fifth colour to explain
+            colours, names = colours[:4], names[:4]
+        axes[1].imshow(caught, aspect="auto", interpolation="nearest", cmap=ListedColormap(colours), vmin=-0.5,
+                       vmax=len(colours) - 0.5)
         axes[1].set(title="what the detector flagged", xlabel="column", ylabel="row")
         axes[1].legend(handles=[Patch(color=c, label=k) for k, c in zip(names, colours, strict=True)],
                        bbox_to_anchor=(1.01, 1), loc="upper left", fontsize="small", framealpha=0.9)  # outside the axes
