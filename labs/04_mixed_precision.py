@@ -56,6 +56,7 @@
 
 # %%
 import functools
+import math
 import os
 import platform
 import warnings
@@ -250,7 +251,10 @@ subnormal = ((grads != 0) & (grads.abs() < torch.finfo(torch.float16).smallest_n
 print(f"{grads.numel():,} gradient entries, |g| median {grads.abs().median().item():.2g}, smallest non-zero "
       f"{grads.abs()[grads != 0].min().item():.2g}; {subnormal:.2%} below fp16's smallest normal number")
 table([{"stored as": name, "share that becomes 0": f"{share:.2%}"} for name, share in underflow.items()])
-bins = {f"1e{e}": ((grads.abs() >= 10.0**e) & (grads.abs() < 10.0 ** (e + 1))).float().mean().item() for e in range(-12, 0)}
+nonzero = grads.abs()[grads != 0]  # one bar per decade, from the smallest entry's to the largest's
+low, high = (math.floor(math.log10(nonzero.min().item())), math.floor(math.log10(nonzero.max().item())))
+bins = {f"1e{e}": ((grads.abs() >= 10.0**e) & (grads.abs() < 10.0 ** (e + 1))).float().mean().item()
+        for e in range(low, high + 1)}
 viz.bars(bins, ylabel="share of gradient entries", title="|gradient| by decade (fp16's smallest normal is 6e-5)")
 
 # %% [markdown]
